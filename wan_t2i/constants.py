@@ -9,13 +9,9 @@ BOUNDARY_RATIO = 0.875
 # wan/configs/shared_config.py: `text_len = 512`; prompts are encoded, trimmed to their length, zero-padded to 512.
 TEXT_LEN = 512
 
-# wan/configs/wan_t2v_A14B.py: `vae_stride = (4, 8, 8)` and `patch_size = (1, 2, 2)`, so image sides are multiples of 16.
+# wan/configs/wan_t2v_A14B.py: `vae_stride = (4, 8, 8)`, `patch_size = (1, 2, 2)`: image sides are multiples of 16.
 VAE_STRIDE = (4, 8, 8)
 PATCH_SIZE = (1, 2, 2)
-
-# wan/utils/fm_solvers_unipc.py builds its training grid as sigma = 1 - linspace(1, 1/1000, 1000), so the first
-# inference sigma before the shift is 0.999 (not 1.0 as in diffusers' default flow grid).
-WAN_SIGMA_MAX = 1.0 - 1.0 / NUM_TRAIN_TIMESTEPS
 
 # Wan2.1 generate.py defaults for t2i-14B: 50 steps, shift 5.0, guidance 5.0 (see shared/reference).
 DEFAULT_SHIFT = 5.0

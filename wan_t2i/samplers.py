@@ -1,0 +1,202 @@
+"""Samplers for Wan flow-matching models, and the legacy DDIM loop that broke the original student.
+
+Every sampler is a small solver with a timestep grid and a `step`; all of them run through one loop
+(`sample_many`), so an A/B comparison differs in exactly one thing: the update rule.
+
+Conventions (Wan's): latents `x`, noise level `sigma` in [0, 1] with `x_sigma = (1 - sigma) x0 + sigma eps`, model
+timesteps `t = sigma * 1000` on the 0-1000 training scale, model prediction `v = eps - x0` (flow prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler
+
+from wan_t2i.constants import NUM_TRAIN_TIMESTEPS
+
+SAMPLERS = ("flow_unipc", "flow_euler", "legacy_ddim")
+MAX_STEPS = NUM_TRAIN_TIMESTEPS
+
+# wan/utils/fm_solvers_unipc.py computes its unshifted grid's first sigma as `float32(1 - 1/1000).item()`;
+# starting from this exact float (not 0.999 in float64) reproduces Wan's sigmas bit for bit.
+WAN_SIGMA_MAX = float(np.float32(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS))
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def validate_sampling_args(sampler: str, steps: int, shift: float) -> None:
+    """Raise ValueError naming the bad value and the allowed range."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
+    if isinstance(shift, bool) or not isinstance(shift, int | float) or not math.isfinite(shift) or shift <= 0:
+        raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
+
+
+def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
+    """Wan's timestep shift sigma' = shift sigma / (1 + (shift - 1) sigma) (SD3, Esser et al. 2024, eq. 23)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def flow_schedule(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan's flow UniPC grid: integer timesteps (steps,) and sigmas (steps + 1,) ending at 0, shift applied once."""
+    scheduler = _wan_unipc_scheduler(steps, shift)
+    return scheduler.timesteps.clone(), scheduler.sigmas.clone()
+
+
+def legacy_ddim_timesteps(steps: int) -> torch.Tensor:
+    """The original run_inference.py grid: `torch.linspace(999, 0, N).long()`, ending at t = 0."""
+    return torch.linspace(NUM_TRAIN_TIMESTEPS - 1, 0, steps, dtype=torch.long)
+
+
+def _wan_unipc_scheduler(steps: int, shift: float) -> UniPCMultistepScheduler:
+    """diffusers' UniPC set up as Wan's FlowUniPCMultistepScheduler (order 2, bh2, flow prediction, final sigma 0).
+
+    diffusers' own flow grid starts at sigma 1.0; Wan's starts at 0.999, so the unshifted grid is passed in.
+    """
+    scheduler = UniPCMultistepScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        solver_order=2,
+        solver_type="bh2",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+    scheduler.set_timesteps(sigmas=np.linspace(WAN_SIGMA_MAX, 0.0, steps + 1)[:-1])
+    return scheduler
+
+
+class Solver(Protocol):
+    timesteps: torch.Tensor  # (steps,) int64, what the model is given at each step
+
+    def step(self, i: int, x: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance `x` by step `i` given the model's prediction; return (next x, predicted clean x0)."""
+        ...
+
+
+class FlowUniPCSolver:
+    """Wan's sampler: UniPC multistep (Zhao et al. 2023, bh2, order 2) on the shifted flow grid, via diffusers."""
+
+    def __init__(self, steps: int, shift: float):
+        self.scheduler = _wan_unipc_scheduler(steps, shift)
+        self.timesteps = self.scheduler.timesteps
+        self.sigmas = self.scheduler.sigmas
+
+    def step(self, i: int, x: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x0_pred = x - self.sigmas[i] * pred
+        return self.scheduler.step(pred, self.timesteps[i], x, return_dict=False)[0], x0_pred
+
+
+class FlowEulerSolver:
+    """First-order Euler on the same shifted grid as flow_unipc: x <- x + (sigma_next - sigma) v."""
+
+    def __init__(self, steps: int, shift: float):
+        self.timesteps, self.sigmas = flow_schedule(steps, shift)
+
+    def step(self, i: int, x: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x0_pred = x - self.sigmas[i] * pred
+        return x + (self.sigmas[i + 1] - self.sigmas[i]) * pred, x0_pred
+
+
+class LegacyDDIMSolver:
+    """The ORIGINAL, WRONG loop, kept to show the failure: DDIM (Song et al. 2021) with alpha_t = 1 - t/1000.
+
+    It reads the flow model's velocity as the noise eps and assumes a variance-preserving path, so every step
+    rescales x0 by 1/sqrt(alpha_t) (about 32x at t = 999) and the latents leave the VAE's distribution.
+    """
+
+    def __init__(self, steps: int, shift: float):
+        del shift  # the original loop had no shift; accepted so that every solver is built the same way
+        self.timesteps = legacy_ddim_timesteps(steps)
+        alphas = 1.0 - self.timesteps.double() / NUM_TRAIN_TIMESTEPS
+        self.alphas = torch.cat([alphas, alphas.new_ones(1)]).float()  # alpha after the last step is 1 (t = 0)
+
+    def step(self, i: int, x: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha, alpha_prev = self.alphas[i], self.alphas[i + 1]
+        eps = pred
+        x0_pred = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+        return alpha_prev.sqrt() * x0_pred + (1 - alpha_prev).sqrt() * eps, x0_pred
+
+
+SOLVERS: dict[str, type[FlowUniPCSolver] | type[FlowEulerSolver] | type[LegacyDDIMSolver]] = {
+    "flow_unipc": FlowUniPCSolver,
+    "flow_euler": FlowEulerSolver,
+    "legacy_ddim": LegacyDDIMSolver,
+}
+
+
+def make_solver(sampler: str, steps: int, shift: float) -> Solver:
+    validate_sampling_args(sampler, steps, shift)
+    return SOLVERS[sampler](int(steps), float(shift))
+
+
+def sample_many(
+    model_fn: ModelFn,
+    noises: Sequence[torch.Tensor],
+    *,
+    samplers: Sequence[str],
+    steps: int,
+    shift: float,
+    callback: Callable[[int, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]], None] | None = None,
+) -> list[torch.Tensor]:
+    """Run several samplers in lock-step from their own starting noise, one `model_fn` call per step.
+
+    Args:
+        model_fn: `(x, t) -> prediction`, x (B, C, F, H, W), t (B,) int64 on the 0-1000 scale.
+        noises: one starting tensor (b_k, C, F, H, W) per sampler; they may be the same tensor.
+        samplers: names from `SAMPLERS`, one per noise.
+        steps, shift: the grid; every sampler takes the same number of steps.
+        callback: called after each step with (i, t per sampler, x per sampler, x0_pred per sampler).
+
+    Returns:
+        The final latents per sampler, float32.
+    """
+    if len(noises) != len(samplers) or not samplers:
+        raise ValueError(f"need one noise tensor per sampler, got {len(noises)} noises for {len(samplers)} samplers")
+    solvers = [make_solver(name, steps, shift) for name in samplers]
+    xs = [noise.float() for noise in noises]
+    sizes = [len(x) for x in xs]
+    for i in range(steps):
+        ts = [solver.timesteps[i].to(x.device) for solver, x in zip(solvers, xs, strict=True)]
+        t = torch.cat([t_k.expand(size) for t_k, size in zip(ts, sizes, strict=True)])  # (B,)
+        preds = model_fn(torch.cat(xs), t).float().split(sizes)
+        x0_preds = []
+        for k, solver in enumerate(solvers):
+            xs[k], x0_pred = solver.step(i, xs[k], preds[k])
+            x0_preds.append(x0_pred)
+        if callback is not None:
+            callback(i, ts, xs, x0_preds)
+    return xs
+
+
+def sample(
+    model_fn: ModelFn,
+    noise: torch.Tensor,
+    *,
+    sampler: str,
+    steps: int,
+    shift: float,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Sample with one sampler from `noise` (B, C, F, H, W); `callback(i, t, x, x0_pred)` runs after each step.
+
+    `model_fn(x, t)` receives the latents and the timesteps, shape (B,), on Wan's 0-1000 scale (integer-valued,
+    as Wan passes them) and returns the model's prediction (a velocity for flow models).
+    Raises ValueError for an unknown sampler, steps outside 1..1000 or shift <= 0.
+    """
+
+    def each_step(i: int, ts: list, xs: list, x0s: list) -> None:
+        callback(i, ts[0], xs[0], x0s[0])
+
+    return sample_many(
+        model_fn, [noise], samplers=[sampler], steps=steps, shift=shift, callback=each_step if callback else None
+    )[0]
