@@ -1,0 +1,3 @@
+from wan_t2i.cli import main
+
+raise SystemExit(main())

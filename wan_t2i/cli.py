@@ -1,0 +1,118 @@
+"""`python -m wan_t2i`: the original run_inference.py flags, with the right sampler by default and an A/B mode."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from wan_t2i.images import save_png, side_by_side
+from wan_t2i.samplers import SAMPLERS
+
+COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wan_t2i",
+        description="Text-to-image with a Wan student. With no model flags, uses the embedded demo model.",
+    )
+    model = parser.add_argument_group("model (the original run_inference.py flags)")
+    model.add_argument("--model_path", help="student transformer: a folder or Hub id (default: the teacher's own)")
+    model.add_argument("--teacher_path", help="Wan model giving the VAE and text encoder: a folder or Hub id")
+    model.add_argument("--with_teacher", action="store_true", help="also load the teacher's transformer(s)")
+    model.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    model.add_argument(
+        "--dtype", choices=["bf16", "fp16", "fp32"], help="transformer dtype (default: bf16 GPU, fp32 CPU)"
+    )
+    model.add_argument("--vae_dtype", choices=["bf16", "fp16", "fp32"], help="VAE dtype (default: fp32)")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative_prompt", help="default: the model's (Wan's own negative prompt for Wan models)")
+    gen.add_argument("--output_path", default="output.png", help="PNG to write (default: output.png)")
+    gen.add_argument("--num_inference_steps", type=int, help="default: the model's (20 for the demo model)")
+    gen.add_argument("--shift", type=float, help="timestep shift (default: the model's, 5.0 for images)")
+    gen.add_argument("--guidance_scale", type=float, help="classifier-free guidance; 1 disables it")
+    gen.add_argument("--guidance_scale_2", type=float, help="guidance of the low-noise expert (Wan 2.2 A14B)")
+    gen.add_argument("--seed", type=int, help="default: random; the seed used is printed and stored in the PNG")
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--sampler", choices=SAMPLERS, default="flow_unipc", help="default: flow_unipc (Wan's)")
+    gen.add_argument(
+        "--compare",
+        action="store_true",
+        help="render legacy_ddim and flow_unipc from one seed; write both and a labelled side-by-side image",
+    )
+    gen.add_argument(
+        "--compare_teacher",
+        action="store_true",
+        help="render the student and the teacher with --sampler from one seed (implies --with_teacher)",
+    )
+    return parser
+
+
+def output_paths(output_path: Path, labels: Sequence[str]) -> dict[str, Path]:
+    """One PNG per label beside `output_path`: out.png -> out_legacy_ddim.png, out_flow_unipc.png."""
+    if len(labels) == 1:
+        return {labels[0]: output_path}
+    return {label: output_path.with_name(f"{output_path.stem}_{label.replace('/', '_')}.png") for label in labels}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output_path = Path(args.output_path)
+    if output_path.suffix.lower() != ".png":
+        output_path = output_path.with_suffix(".png")
+    samplers, models = [args.sampler], None
+    if args.compare:
+        samplers = list(COMPARE_SAMPLERS)
+    if args.compare_teacher:
+        samplers, models = [args.sampler, args.sampler], ["student", "teacher"]
+
+    from wan_t2i.pipeline import WanT2IPipeline  # imported after parsing so that --help is instant
+
+    try:
+        pipe = WanT2IPipeline.from_pretrained(
+            args.model_path,
+            args.teacher_path,
+            device=args.device,
+            dtype=args.dtype,
+            vae_dtype=args.vae_dtype,
+            with_teacher=args.with_teacher or args.compare_teacher,
+        )
+        steps = args.num_inference_steps if args.num_inference_steps is not None else pipe.defaults.steps
+        with tqdm(total=steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
+            generation = pipe.generate(
+                args.prompt,
+                samplers=samplers,
+                models=models,
+                negative_prompt=args.negative_prompt,
+                steps=steps,
+                shift=args.shift,
+                guidance_scale=args.guidance_scale,
+                guidance_scale_2=args.guidance_scale_2,
+                seed=args.seed,
+                height=args.height,
+                width=args.width,
+                progress=lambda i, n: bar.update(i - bar.n),
+            )
+    except ValueError as error:  # bad flags or an unusable model: say what to change, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    paths = output_paths(output_path, list(generation.results))
+    print(f"model: {pipe.defaults.name} on {pipe.device}; seed {generation.seed}")
+    for label, result in generation.results.items():
+        save_png(result.image, paths[label], result.parameters)
+        print(f"{label:>20}: {paths[label]}  ({result.seconds:.2f} s)  {result.diagnostics.verdict}")
+    if len(generation.results) > 1:
+        sheet_path = output_path.with_name(f"{output_path.stem}_side_by_side.png")
+        common = {k: v for k, v in next(iter(generation.results.values())).parameters.items() if k != "sampler"}
+        save_png(side_by_side(generation.images), sheet_path, common | {"samplers": samplers, "models": models})
+        print(f"{'side by side':>20}: {sheet_path}")
+    timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in generation.timings.items())
+    print(f"timings: {timings}")
+    return 0

@@ -1,0 +1,262 @@
+"""Load a Wan student plus the frozen VAE, text encoder and tokenizer of its teacher, from folders or Hub ids."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
+
+from wan_t2i.constants import BOUNDARY_RATIO, DEFAULT_GUIDANCE_SCALE, DEFAULT_SHIFT, WAN_NEGATIVE_PROMPT
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "wan-t2i-demo"
+DEFAULTS_FILE = "wan_t2i.json"  # this project's optional per-model defaults, at the top of a bundle
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# What this project reads from a Diffusers-layout teacher; transformer folders only when they are used.
+TEACHER_FILES = ("model_index.json", DEFAULTS_FILE, "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*")
+TRANSFORMER_FILES = ("transformer/*", "transformer_2/*")
+
+
+class ModelLoadError(ValueError):
+    """A model path, Hub id or checkpoint that cannot be used, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Generation defaults of one model; a bundle overrides them in `wan_t2i.json`."""
+
+    name: str = "Wan model"
+    steps: int = 50  # Wan2.1 generate.py, t2i-14B
+    shift: float = DEFAULT_SHIFT
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # the only expert, or the high-noise expert of a two-expert model
+    guidance_scale_2: float | None = None  # the low-noise expert; None means the same as guidance_scale
+    height: int = 480
+    width: int = 832
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    resolutions: tuple[tuple[int, int], ...] = ((480, 832), (832, 480), (720, 1280), (1280, 720), (1024, 1024))
+    min_side: int = 128
+    max_side: int = 2048
+    vocabulary_note: str | None = None  # for small models that understand a fixed vocabulary
+
+    @classmethod
+    def read(cls, folder: Path | None, **overrides) -> ModelDefaults:
+        """Defaults for the model in `folder`: its `wan_t2i.json` where present, then `overrides`."""
+        values: dict = {}
+        if folder is not None and (folder / DEFAULTS_FILE).is_file():
+            values = json.loads((folder / DEFAULTS_FILE).read_text())
+        values |= {k: v for k, v in overrides.items() if v is not None and k not in values}
+        known = {f.name for f in fields(cls)}
+        if "resolutions" in values:
+            values["resolutions"] = tuple(tuple(r) for r in values["resolutions"])
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class WanComponents:
+    """Everything a generation needs, loaded, frozen and placed on `device`."""
+
+    transformer: WanTransformer3DModel  # the student, or the high-noise expert of a two-expert model
+    vae: AutoencoderKLWan
+    text_encoder: UMT5EncoderModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+    transformer_2: WanTransformer3DModel | None = None  # low-noise expert, used while t < boundary
+    boundary_ratio: float | None = None
+    teacher_transformer: WanTransformer3DModel | None = None  # the teacher's own, for student-vs-teacher A/B
+    teacher_transformer_2: WanTransformer3DModel | None = None
+    teacher_boundary_ratio: float | None = None
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.teacher_transformer is not None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """'bf16' / 'bfloat16' / 'fp16' / 'float16' / 'fp32' / 'float32' (or a torch.dtype) to a torch.dtype."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    aliases = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    aliases |= {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name.lower() not in aliases:
+        raise ModelLoadError(f"unknown dtype {name!r}; use one of bf16, fp16, fp32")
+    return aliases[name.lower()]
+
+
+def resolve_folder(path_or_id: str | Path, *, allow_patterns: tuple[str, ...] | None = None) -> Path:
+    """A local folder as given, or a Hub id downloaded (or found in the Hugging Face cache) to a local snapshot."""
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        return path
+    text = str(path_or_id)
+    if not HUB_ID.fullmatch(text) or text.startswith((".", "/", "~")):
+        raise ModelLoadError(
+            f"model path {text!r} does not exist (and is not a Hub id such as 'Wan-AI/Wan2.1-T2V-1.3B')"
+        )
+    from huggingface_hub import snapshot_download  # imported here: only Hub ids need it
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=list(allow_patterns) if allow_patterns else None))
+    except LocalEntryNotFoundError as error:
+        raise ModelLoadError(
+            f"cannot reach the Hugging Face Hub to download {text!r}, and it is not in the local Hugging Face cache. "
+            "Pass a local folder instead, or download it once on a machine with network access: "
+            "the cache then serves it offline (HF_HUB_OFFLINE=1)."
+        ) from error
+    except HfHubHTTPError as error:
+        raise ModelLoadError(
+            f"the Hugging Face Hub refused {text!r}: {error}. "
+            "Check the id, and set HF_TOKEN for private or gated models."
+        ) from error
+
+
+def check_diffusers_folder(folder: Path, *, need_transformer: bool) -> None:
+    """Raise ModelLoadError naming what is missing from a Diffusers-layout Wan folder."""
+    expected = ["model_index.json", "vae", "text_encoder", "tokenizer"] + (["transformer"] if need_transformer else [])
+    missing = [name for name in expected if not (folder / name).exists()]
+    if missing:
+        raise ModelLoadError(
+            f"{folder} is not a Wan model in the Diffusers layout: missing {', '.join(missing)} "
+            "(expected model_index.json and the folders transformer/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        )
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    """Inference only: eval mode, no gradients."""
+    return module.eval().requires_grad_(False)
+
+
+def load_transformer(path: Path, *, dtype: torch.dtype, device: torch.device) -> WanTransformer3DModel:
+    """A `WanTransformer3DModel` folder (config.json + safetensors, sharded or not), or a pipeline's transformer/."""
+    subfolder = "transformer" if not (path / "config.json").exists() and (path / "transformer").is_dir() else None
+    root = path / subfolder if subfolder else path
+    if not (root / "config.json").is_file():
+        raise ModelLoadError(
+            f"{path} holds no transformer: expected config.json with diffusion_pytorch_model*.safetensors"
+        )
+    try:
+        model = WanTransformer3DModel.from_pretrained(
+            path, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the transformer in {root}: {error}") from error
+    return freeze(model).to(device)
+
+
+def check_compatible(
+    transformer: WanTransformer3DModel, vae: AutoencoderKLWan, text_encoder: UMT5EncoderModel, *, what: str = "student"
+) -> None:
+    """Raise ModelLoadError when the transformer's latent or text widths disagree with the VAE or text encoder."""
+    z_dim, text_dim = vae.config.z_dim, text_encoder.config.d_model
+    if transformer.config.in_channels != z_dim or transformer.config.out_channels != z_dim:
+        raise ModelLoadError(
+            f"the {what} expects {transformer.config.in_channels} latent channels but the teacher's VAE has "
+            f"z_dim {z_dim}: the student must be distilled against this VAE"
+        )
+    if transformer.config.text_dim != text_dim:
+        raise ModelLoadError(
+            f"the {what} reads text embeddings of width {transformer.config.text_dim} but the teacher's text encoder "
+            f"produces {text_dim}"
+        )
+
+
+def load_components(
+    model_path: str | Path | None = None,
+    teacher_path: str | Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    vae_dtype: str | torch.dtype | None = None,
+    with_teacher: bool = False,
+) -> WanComponents:
+    """Load a student and its teacher's frozen VAE, text encoder and tokenizer (Diffusers layout).
+
+    Args:
+        model_path: the student transformer (folder or Hub id); None uses the teacher's own transformer(s).
+        teacher_path: a Wan model in the Diffusers layout (folder or Hub id); None with no model_path loads the
+            embedded demo model.
+        device: defaults to CUDA when available, else CPU.
+        dtype: transformer and text-encoder dtype; defaults to bf16 on GPU, fp32 on CPU.
+        vae_dtype: defaults to fp32 everywhere.
+        with_teacher: also load the teacher's transformer(s) beside the student, for student-vs-teacher A/B.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    dtype = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    vae_dtype = parse_dtype(vae_dtype) or torch.float32
+    if teacher_path is None:
+        if model_path is not None:
+            raise ModelLoadError(
+                "--model_path needs --teacher_path: the student uses its teacher's VAE and text encoder"
+            )
+        if not (DEMO_MODEL_DIR / "model_index.json").exists():
+            raise ModelLoadError(
+                f"the embedded demo model is missing from {DEMO_MODEL_DIR}; pass --teacher_path, or rebuild it with "
+                "`python -m wan_t2i.demo.train --out assets/wan-t2i-demo`"
+            )
+        teacher_path = DEMO_MODEL_DIR
+    need_teacher_transformer = model_path is None or with_teacher
+    teacher = resolve_folder(
+        teacher_path, allow_patterns=TEACHER_FILES + (TRANSFORMER_FILES if need_teacher_transformer else ())
+    )
+    check_diffusers_folder(teacher, need_transformer=need_teacher_transformer)
+    index = json.loads((teacher / "model_index.json").read_text())
+    teacher_boundary = index.get("boundary_ratio") or (BOUNDARY_RATIO if (teacher / "transformer_2").is_dir() else None)
+
+    try:
+        vae = AutoencoderKLWan.from_pretrained(teacher, subfolder="vae", torch_dtype=vae_dtype, use_safetensors=True)
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            teacher, subfolder="text_encoder", dtype=dtype, use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(teacher, subfolder="tokenizer")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the VAE / text encoder / tokenizer of {teacher}: {error}") from error
+    vae, text_encoder = freeze(vae).to(device), freeze(text_encoder).to(device)
+
+    teacher_transformer = teacher_transformer_2 = None
+    if need_teacher_transformer:
+        teacher_transformer = load_transformer(teacher / "transformer", dtype=dtype, device=device)
+        check_compatible(teacher_transformer, vae, text_encoder, what="teacher's transformer")
+        if (teacher / "transformer_2").is_dir():
+            teacher_transformer_2 = load_transformer(teacher / "transformer_2", dtype=dtype, device=device)
+
+    defaults = ModelDefaults.read(teacher, name=_model_name(teacher_path))
+    if model_path is None:
+        return WanComponents(
+            transformer=teacher_transformer,
+            transformer_2=teacher_transformer_2,
+            boundary_ratio=teacher_boundary if teacher_transformer_2 is not None else None,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            device=device,
+            defaults=defaults,
+        )
+    student = load_transformer(resolve_folder(model_path), dtype=dtype, device=device)
+    check_compatible(student, vae, text_encoder)
+    return WanComponents(
+        transformer=student,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        device=device,
+        defaults=replace(defaults, name=_model_name(model_path)),
+        teacher_transformer=teacher_transformer if with_teacher else None,
+        teacher_transformer_2=teacher_transformer_2 if with_teacher else None,
+        teacher_boundary_ratio=teacher_boundary if with_teacher and teacher_transformer_2 is not None else None,
+    )
+
+
+def _model_name(path_or_id: str | Path) -> str:
+    path = Path(path_or_id)
+    if path.resolve() == DEMO_MODEL_DIR:
+        return "wan-t2i demo (tiny)"
+    return str(path_or_id) if not path.exists() else path.resolve().name
