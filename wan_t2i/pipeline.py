@@ -121,7 +121,7 @@ class WanT2IPipeline:
             if value % multiple:
                 raise ValueError(
                     f"{name} must be a multiple of {multiple} (VAE stride {self.vae_scale} x patch {self.patch}), "
-                    f"got {value}; try {max(multiple, round(value / multiple) * multiple)}"
+                    f"got {value}; try {max(multiple, int(value / multiple + 0.5) * multiple)}"
                 )
             if not low <= value <= high:
                 raise ValueError(f"{name} must be between {low} and {high} pixels for this model, got {value}")

@@ -1,0 +1,98 @@
+"""Loading through the real diffusers / transformers / huggingface_hub code, offline, on tiny saved models."""
+
+import shutil
+
+import pytest
+import torch
+from conftest import save_tiny_wan, tiny_transformer
+
+from wan_t2i.loading import ModelLoadError, load_components, parse_dtype, resolve_folder
+
+
+def test_diffusers_layout_loads_frozen_on_cpu_in_fp32(tiny_wan_dir):
+    c = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    for module in (c.transformer, c.vae, c.text_encoder):
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
+    assert c.transformer.dtype == torch.float32 and c.vae.dtype == torch.float32
+    assert c.transformer_2 is None and c.boundary_ratio is None
+    assert c.defaults.name == "tiny-test" and c.defaults.steps == 4 and c.defaults.resolutions[0] == (32, 48)
+
+
+def test_dtype_flags_apply_to_transformer_and_vae(tiny_wan_dir):
+    c = load_components(teacher_path=tiny_wan_dir, device="cpu", dtype="bf16", vae_dtype="bf16")
+    assert c.transformer.dtype == torch.bfloat16 and c.vae.dtype == torch.bfloat16
+
+
+def test_two_expert_model_loads_both_experts_and_its_boundary(tiny_a14b_dir):
+    c = load_components(teacher_path=tiny_a14b_dir, device="cpu")
+    assert c.transformer_2 is not None and c.boundary_ratio == 0.875
+    assert not torch.equal(c.transformer.proj_out.weight, c.transformer_2.proj_out.weight)
+
+
+def test_student_overrides_the_transformer(tiny_wan_dir, tmp_path):
+    student = tiny_transformer(seed=42)
+    student.save_pretrained(tmp_path / "student", max_shard_size="20KB")  # sharded, with an index json
+    assert (tmp_path / "student" / "diffusion_pytorch_model.safetensors.index.json").exists()
+    c = load_components(tmp_path / "student", tiny_wan_dir, device="cpu", with_teacher=True)
+    torch.testing.assert_close(c.transformer.proj_out.weight, student.proj_out.weight)
+    assert c.has_teacher and not torch.equal(c.teacher_transformer.proj_out.weight, student.proj_out.weight)
+    assert c.defaults.name == "student" and c.defaults.steps == 4  # the teacher bundle's defaults, the student's name
+
+
+def test_student_without_teacher_path_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match="--model_path needs --teacher_path"):
+        load_components(tmp_path, None, device="cpu")
+
+
+def test_missing_path_says_so():
+    with pytest.raises(ModelLoadError, match=r"model path '\./nope/wan' does not exist"):
+        load_components(teacher_path="./nope/wan", device="cpu")
+
+
+def test_folder_that_is_not_a_wan_model_names_what_is_missing(tiny_wan_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_wan_dir, broken)
+    shutil.rmtree(broken / "vae")
+    shutil.rmtree(broken / "tokenizer")
+    with pytest.raises(ModelLoadError, match="not a Wan model in the Diffusers layout: missing vae, tokenizer"):
+        load_components(teacher_path=broken, device="cpu")
+
+
+def test_student_with_wrong_latent_channels_is_refused(tiny_wan_dir, tmp_path):
+    tiny_transformer(in_channels=48).save_pretrained(tmp_path / "student")
+    with pytest.raises(ModelLoadError, match="expects 48 latent channels but the teacher's VAE has z_dim 16"):
+        load_components(tmp_path / "student", tiny_wan_dir, device="cpu")
+
+
+def test_student_with_wrong_text_width_is_refused(tiny_wan_dir, tmp_path):
+    tiny_transformer(text_dim=64).save_pretrained(tmp_path / "student")
+    with pytest.raises(ModelLoadError, match="text embeddings of width 64 but the teacher's text encoder produces 32"):
+        load_components(tmp_path / "student", tiny_wan_dir, device="cpu")
+
+
+def test_unreachable_hub_id_says_how_to_work_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face Hub.*local folder.*HF_HUB_OFFLINE"):
+        load_components(teacher_path="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", device="cpu")
+
+
+def test_hub_id_served_from_the_local_hugging_face_cache(monkeypatch, tmp_path):
+    """A Hub id resolves through huggingface_hub's real snapshot lookup, here from a cache laid out as the Hub's."""
+    snapshot = tmp_path / "models--tiny-org--tiny-wan" / "snapshots" / ("0" * 40)
+    save_tiny_wan(snapshot)
+    (tmp_path / "models--tiny-org--tiny-wan" / "refs").mkdir()
+    (tmp_path / "models--tiny-org--tiny-wan" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert resolve_folder("tiny-org/tiny-wan") == snapshot
+    c = load_components(teacher_path="tiny-org/tiny-wan", device="cpu")
+    assert c.vae.config.z_dim == 16
+
+
+def test_bad_dtype_name():
+    with pytest.raises(ModelLoadError, match="unknown dtype 'int8'; use one of bf16, fp16, fp32"):
+        parse_dtype("int8")

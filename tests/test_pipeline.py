@@ -1,0 +1,177 @@
+"""The A/B pipeline on a tiny random Wan model: shared noise and text, batching, experts, decoding, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from wan_t2i.constants import WAN_NEGATIVE_PROMPT
+from wan_t2i.images import read_parameters, save_png
+from wan_t2i.loading import ModelDefaults
+from wan_t2i.pipeline import WanT2IPipeline
+
+
+def count_calls(module, monkeypatch):
+    """Record the batch size and timesteps of every forward of `module`."""
+    calls = []
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        calls.append((kwargs["hidden_states"].shape[0], kwargs["timestep"].tolist()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "forward", forward)
+    return calls
+
+
+def test_ab_pair_shares_noise_and_text_and_matches_single_runs(tiny_pipe):
+    pair = tiny_pipe.generate("a lake at sunset", samplers=["legacy_ddim", "flow_unipc"], seed=11)
+    assert list(pair.results) == ["legacy_ddim", "flow_unipc"]
+    for name in ("legacy_ddim", "flow_unipc"):
+        alone = tiny_pipe.generate("a lake at sunset", samplers=[name], seed=11)
+        torch.testing.assert_close(pair[name].latents, alone[name].latents, atol=1e-4, rtol=1e-4)
+        difference = np.abs(np.asarray(pair[name].image, int) - np.asarray(alone[name].image, int))
+        assert difference.max() <= 1
+
+
+def test_samplers_and_guidance_share_one_forward_per_step(tiny_pipe, monkeypatch):
+    calls = count_calls(tiny_pipe.components.transformer, monkeypatch)
+    tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], seed=1, steps=5, guidance_scale=4.0)
+    assert [batch for batch, _ in calls] == [4] * 5  # 2 samplers x (conditional + unconditional)
+
+
+def test_guidance_one_skips_the_unconditional_branch_and_its_encoding(tiny_pipe, monkeypatch):
+    calls = count_calls(tiny_pipe.components.transformer, monkeypatch)
+    encoded = []
+    monkeypatch.setattr(tiny_pipe, "_text_cache", {})
+    original = tiny_pipe.components.text_encoder.forward
+    monkeypatch.setattr(
+        tiny_pipe.components.text_encoder, "forward", lambda *a, **k: encoded.append(1) or original(*a, **k)
+    )
+    tiny_pipe.generate("a green lake", samplers=["flow_unipc"], seed=1, steps=3, guidance_scale=1.0)
+    assert [batch for batch, _ in calls] == [1] * 3
+    assert len(encoded) == 1
+
+
+def test_text_encodings_are_cached_and_bounded(tiny_wan_dir, monkeypatch):
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu")
+    pipe.text_cache_size = 2
+    encoded = []
+    original = pipe.components.text_encoder.forward
+    monkeypatch.setattr(pipe.components.text_encoder, "forward", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], seed=0, steps=2, negative_prompt="night")
+    assert len(encoded) == 2  # the prompt and the negative prompt, once each for both samplers
+    pipe.generate("a  lake ", samplers=["flow_unipc"], seed=1, steps=2, negative_prompt="night")
+    assert len(encoded) == 2  # whitespace-cleaned to the same prompt: both from the cache
+    pipe.generate("a mountain", samplers=["flow_unipc"], seed=1, steps=2, negative_prompt="night")
+    assert len(encoded) == 3 and len(pipe._text_cache) == 2
+
+
+def test_text_embedding_is_zero_past_the_prompt_tokens(tiny_pipe):
+    embedding = tiny_pipe.encode_prompt("a serene lake")
+    n_tokens = len(tiny_pipe.components.tokenizer("a serene lake").input_ids)
+    assert embedding.shape == (1, 512, 32)
+    assert embedding[0, :n_tokens].abs().sum(-1).min() > 0 and embedding[0, n_tokens:].abs().max() == 0
+
+
+def test_two_experts_switch_at_the_boundary_each_with_its_guidance(tiny_a14b_dir, monkeypatch):
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_a14b_dir, device="cpu")
+    high = count_calls(pipe.components.transformer, monkeypatch)
+    low = count_calls(pipe.components.transformer_2, monkeypatch)
+    result = pipe.generate("a lake", samplers=["flow_unipc"], seed=0, steps=6, guidance_scale=4.0, guidance_scale_2=1)
+    t = result["flow_unipc"].diagnostics.t
+    assert [ts[0] for _, ts in high] == [v for v in t if v >= 875]
+    assert [ts[0] for _, ts in low] == [v for v in t if v < 875]
+    assert {b for b, _ in high} == {2} and {b for b, _ in low} == {1}  # guidance 1 on the low-noise expert
+
+
+def test_decode_undoes_the_latent_normalisation(tiny_pipe):
+    latents = torch.randn(2, 16, 1, 4, 6, generator=torch.Generator().manual_seed(0))
+    images = tiny_pipe.decode(latents)
+    vae = tiny_pipe.components.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    with torch.no_grad():
+        frames = vae.decode(latents * std + mean).sample[:, :, 0].clamp(-1, 1)
+    expected = ((frames + 1) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8).numpy()
+    assert images[0].size == (48, 32) and images[0].mode == "RGB"
+    np.testing.assert_array_equal(np.stack([np.asarray(i) for i in images]), expected)
+
+
+def test_seed_makes_images_reproducible_and_none_picks_one(tiny_pipe):
+    first = tiny_pipe.generate("a lake", seed=5, steps=3)
+    again = tiny_pipe.generate("a lake", seed=5, steps=3)
+    other = tiny_pipe.generate("a lake", seed=6, steps=3)
+    assert np.array_equal(np.asarray(first["flow_unipc"].image), np.asarray(again["flow_unipc"].image))
+    assert not np.array_equal(np.asarray(first["flow_unipc"].image), np.asarray(other["flow_unipc"].image))
+    random_seed = tiny_pipe.generate("a lake", steps=2).seed
+    assert isinstance(random_seed, int) and 0 <= random_seed < 2**32
+
+
+def test_png_parameters_reproduce_the_image(tiny_pipe, tmp_path):
+    result = tiny_pipe.generate("a lake at night", samplers=["flow_euler"], seed=9, steps=3, shift=3.0)["flow_euler"]
+    path = save_png(result.image, tmp_path / "x.png", result.parameters)
+    stored = read_parameters(path)
+    assert stored["seed"] == 9 and stored["sampler"] == "flow_euler" and stored["shift"] == 3.0
+    assert stored["prompt"] == "a lake at night" and stored["model"] == "tiny-test"
+    keys = ("negative_prompt", "steps", "shift", "guidance_scale", "guidance_scale_2", "seed", "height", "width")
+    again = tiny_pipe.generate(stored["prompt"], samplers=[stored["sampler"]], **{k: stored[k] for k in keys})
+    assert np.array_equal(np.asarray(again["flow_euler"].image), np.asarray(result.image))
+
+
+def test_diagnostics_flag_the_legacy_loop(tiny_pipe):
+    result = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], seed=0, steps=10)
+    legacy, flow = result["legacy_ddim"].diagnostics, result["flow_unipc"].diagnostics
+    assert len(legacy.latent_std) == len(flow.x0_std) == 10
+    assert legacy.std_ratio > 3 * flow.std_ratio
+    assert "wider than the VAE expects: the decoded image will be noise" in legacy.verdict
+    assert result.timings["total"] >= result.timings["denoise"] > 0
+
+
+def test_default_negative_prompt_is_wans_unless_the_model_sets_one():
+    assert ModelDefaults().negative_prompt == WAN_NEGATIVE_PROMPT
+    assert ModelDefaults.read(None).negative_prompt == WAN_NEGATIVE_PROMPT
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": ""}, "the prompt is empty"),
+        ({"prompt": "   "}, "the prompt is empty"),
+        ({"prompt": "x" * 100_000}, "the prompt is 100000 characters long; the limit is 2000"),
+        ({"prompt": 42}, "the prompt is empty"),
+        ({"height": 40}, "height must be a multiple of 16 .*got 40; try 48"),
+        ({"width": 20}, "width must be a multiple of 16 .*got 20; try 16"),
+        ({"width": 4096}, "width must be between 16 and 128 pixels for this model, got 4096"),
+        ({"height": "32"}, "height must be an integer number of pixels"),
+        ({"steps": 0}, "steps must be an integer from 1 to 1000, got 0"),
+        ({"steps": 10_000}, "steps must be an integer from 1 to 1000, got 10000"),
+        ({"shift": 0}, "shift must be a finite number > 0"),
+        ({"shift": -2.0}, "shift must be a finite number > 0"),
+        ({"guidance_scale": 0.5}, "guidance_scale must be from 1"),
+        ({"guidance_scale": "high"}, "guidance_scale must be a number"),
+        ({"seed": -1}, "seed must be an integer from 0 to 4294967295"),
+        ({"seed": 2**40}, "seed must be an integer from 0 to 4294967295"),
+        ({"samplers": ["euler_a"]}, "unknown sampler 'euler_a'"),
+        ({"samplers": []}, "choose at least one sampler"),
+        ({"samplers": ["flow_unipc"], "models": ["teacher"]}, "no teacher transformer is loaded"),
+        ({"samplers": ["flow_unipc", "flow_unipc"]}, "each sampler/model pair may appear once"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_that_say_what_to_do(tiny_pipe, kwargs, message):
+    args = {"prompt": "a lake", "steps": 2} | kwargs
+    with pytest.raises(ValueError, match=message):
+        tiny_pipe.generate(args.pop("prompt"), **args)
+
+
+def test_student_against_teacher_from_one_seed(tiny_wan_dir, tmp_path):
+    from conftest import tiny_transformer
+
+    tiny_transformer(seed=7).save_pretrained(tmp_path / "student")
+    pipe = WanT2IPipeline.from_pretrained(tmp_path / "student", tiny_wan_dir, device="cpu", with_teacher=True)
+    both = pipe.generate("a lake", samplers=["flow_unipc", "flow_unipc"], models=["student", "teacher"], seed=3)
+    assert list(both.results) == ["student/flow_unipc", "teacher/flow_unipc"]
+    teacher_alone = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu").generate("a lake", seed=3)
+    torch.testing.assert_close(
+        both["teacher/flow_unipc"].latents, teacher_alone["flow_unipc"].latents, atol=1e-4, rtol=0
+    )
+    assert not torch.allclose(both["student/flow_unipc"].latents, both["teacher/flow_unipc"].latents)
