@@ -1,0 +1,340 @@
+"""Native Wan checkpoints: tiny random models written in Wan's own layout load back into the same modules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+from safetensors.torch import save_file
+from torch.testing import assert_close
+from transformers import UMT5Config, UMT5EncoderModel
+
+from wan_t2i import convert
+from wan_t2i.demo.tokenizer import build_word_tokenizer
+from wan_t2i.native import (
+    HIGH_NOISE_FOLDER,
+    LOW_NOISE_FOLDER,
+    T5_CHECKPOINT,
+    T5_TOKENIZER,
+    TRANSFORMER_INDEX,
+    TRANSFORMER_WEIGHTS,
+    VAE_CHECKPOINT,
+    check_compatible,
+    detect_layout,
+    load_native_teacher,
+    load_native_text_encoder,
+    load_native_transformer,
+    load_native_vae,
+)
+from wan_t2i.native_convert import native_state_dict, native_transformer_config
+
+TEXT_DIM = 32
+PROMPT = "a red cube on a blue floor"
+# Outputs are compared with assert_close's float32 tolerances, not bit for bit: safetensors hands out 8-byte aligned
+# buffers and CPU kernels pick their SIMD path (and rounding) by alignment, so even diffusers' own from_pretrained
+# differs from the in-memory model by ~3e-7. A misplaced tensor changes the outputs by ~1.
+
+
+def _perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Add noise to every parameter, so zero-initialised ones matter too and a misplaced tensor shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return module.eval()
+
+
+def tiny_transformer(
+    seed: int, *, heads: int = 2, head_dim: int = 32, text_dim: int = TEXT_DIM
+) -> WanTransformer3DModel:
+    torch.manual_seed(seed)
+    model = WanTransformer3DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=16,
+        out_channels=16,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=64,
+        num_layers=2,
+    )
+    return _perturbed(model, seed)
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
+    torch.manual_seed(seed)
+    return _perturbed(AutoencoderKLWan(base_dim=8, z_dim=16), seed)
+
+
+def tiny_text_encoder(vocab_size: int, d_model: int = TEXT_DIM, seed: int = 0) -> UMT5EncoderModel:
+    torch.manual_seed(seed)
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+    )
+    return _perturbed(UMT5EncoderModel(config), seed)
+
+
+def transformer_output(model: WanTransformer3DModel) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 16, 1, 4, 4, generator=generator)  # (B, C, F, H, W)
+    text = torch.randn(1, 5, model.config.text_dim, generator=generator)  # (B, L, D)
+    with torch.no_grad():
+        return model(hidden_states=x, timestep=torch.tensor([700.0]), encoder_hidden_states=text, return_dict=False)[0]
+
+
+def vae_output(vae: AutoencoderKLWan) -> torch.Tensor:
+    z = torch.randn(1, 16, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return vae.decode(z, return_dict=False)[0]
+
+
+def text_output(text_encoder: UMT5EncoderModel, tokenizer) -> torch.Tensor:
+    tokens = tokenizer([PROMPT], return_tensors="pt")
+    with torch.no_grad():
+        return text_encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+
+
+def write_transformer(model: WanTransformer3DModel, folder: Path, shards: int = 1) -> None:
+    """Write `model` as WanModel.save_pretrained would: native config.json and names, optionally sharded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(native_transformer_config(model.config)))
+    state_dict = native_state_dict(model)
+    if shards == 1:
+        save_file(state_dict, folder / TRANSFORMER_WEIGHTS)
+        return
+    keys = list(state_dict)
+    weight_map = {}
+    for shard in range(shards):
+        name = f"diffusion_pytorch_model-{shard + 1:05d}-of-{shards:05d}.safetensors"
+        part = keys[shard::shards]
+        save_file({key: state_dict[key] for key in part}, folder / name)
+        weight_map.update(dict.fromkeys(part, name))
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())}}
+    (folder / TRANSFORMER_INDEX).write_text(json.dumps({**index, "weight_map": weight_map}))
+
+
+def write_teacher(folder: Path, parts: SimpleNamespace, transformers: dict[str, WanTransformer3DModel]) -> Path:
+    """A native Wan folder: T5 and VAE .pth, the tokenizer folder, and transformer(s) at the root or in subfolders."""
+    folder.mkdir(parents=True)
+    torch.save(native_state_dict(parts.text_encoder), folder / T5_CHECKPOINT)
+    parts.tokenizer.save_pretrained(folder / T5_TOKENIZER)
+    torch.save(native_state_dict(parts.vae), folder / VAE_CHECKPOINT)
+    for subfolder, model in transformers.items():
+        write_transformer(model, folder / subfolder, shards=2 if subfolder == LOW_NOISE_FOLDER else 1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    tokenizer = build_word_tokenizer(PROMPT.split())
+    parts = SimpleNamespace(
+        tokenizer=tokenizer,
+        text_encoder=tiny_text_encoder(len(tokenizer)),
+        vae=tiny_vae(),
+        transformer=tiny_transformer(10),
+        transformer_2=tiny_transformer(11),
+    )
+    root = tmp_path_factory.mktemp("native")
+    parts.wan21 = write_teacher(root / "Wan2.1-T2V-tiny", parts, {".": parts.transformer})
+    parts.a14b = write_teacher(
+        root / "Wan2.2-T2V-A14B-tiny",
+        parts,
+        {HIGH_NOISE_FOLDER: parts.transformer, LOW_NOISE_FOLDER: parts.transformer_2},
+    )
+    return parts
+
+
+def test_native_names_are_wans() -> None:
+    """The fixtures' names are Wan's own (wan/modules/model.py, vae.py, t5.py), not diffusers' passed through."""
+    transformer_keys = set(native_state_dict(tiny_transformer(0)))
+    assert {
+        "patch_embedding.weight",
+        "text_embedding.0.weight",
+        "time_projection.1.bias",
+        "head.head.weight",
+        "head.modulation",
+        "blocks.1.self_attn.q.weight",
+        "blocks.1.cross_attn.norm_k.weight",
+        "blocks.1.norm3.weight",
+        "blocks.1.ffn.2.bias",
+        "blocks.1.modulation",
+    } <= transformer_keys
+    assert not any("attn1" in key or "proj_out" in key or "condition_embedder" in key for key in transformer_keys)
+    vae_keys = set(native_state_dict(tiny_vae()))
+    assert len(vae_keys) == 194  # the tensor count of Wan2.1_VAE.pth
+    assert {
+        "conv1.weight",
+        "conv2.bias",
+        "encoder.downsamples.5.time_conv.weight",
+        "encoder.middle.1.to_qkv.weight",
+        "decoder.upsamples.3.resample.1.weight",
+        "decoder.upsamples.4.shortcut.weight",
+        "decoder.head.2.weight",
+    } <= vae_keys
+    assert not any("down_blocks" in key or "up_blocks" in key or "mid_block" in key for key in vae_keys)
+    t5_keys = set(native_state_dict(tiny_text_encoder(16)))
+    assert {
+        "token_embedding.weight",
+        "blocks.1.pos_embedding.embedding.weight",
+        "blocks.1.ffn.gate.0.weight",
+        "blocks.1.ffn.fc2.weight",
+        "norm.weight",
+    } <= t5_keys
+    assert len(t5_keys) == 2 + 2 * 10
+
+
+def test_detect_layout(parts: SimpleNamespace, tmp_path: Path) -> None:
+    assert detect_layout(parts.wan21) == "native"
+    assert detect_layout(parts.a14b) == "native"
+    assert detect_layout(parts.a14b / HIGH_NOISE_FOLDER) == "transformer-native"
+    assert detect_layout(parts.a14b / HIGH_NOISE_FOLDER / TRANSFORMER_WEIGHTS) == "safetensors-file"
+    parts.transformer.save_pretrained(tmp_path / "diffusers_transformer")
+    assert detect_layout(tmp_path / "diffusers_transformer") == "transformer-diffusers"
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "model_index.json").write_text("{}")
+    assert detect_layout(tmp_path / "pipeline") == "diffusers"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        detect_layout(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="no model_index.json"):
+        detect_layout(tmp_path)
+    incomplete = shutil.copytree(parts.a14b, tmp_path / "incomplete")
+    (incomplete / VAE_CHECKPOINT).unlink()
+    shutil.rmtree(incomplete / LOW_NOISE_FOLDER)
+    with pytest.raises(FileNotFoundError, match=rf"lacks {VAE_CHECKPOINT}, {LOW_NOISE_FOLDER}/config.json"):
+        detect_layout(incomplete)
+
+
+def test_wan21_teacher_matches_diffusers_modules(parts: SimpleNamespace) -> None:
+    teacher = load_native_teacher(parts.wan21, dtype=torch.float32, vae_dtype=torch.float32)
+    assert teacher["transformer_2"] is None and teacher["boundary_ratio"] is None
+    assert_close(transformer_output(teacher["transformer"]), transformer_output(parts.transformer))
+    assert_close(vae_output(teacher["vae"]), vae_output(parts.vae))
+    assert_close(
+        text_output(teacher["text_encoder"], teacher["tokenizer"]),
+        text_output(parts.text_encoder, parts.tokenizer),
+    )
+    assert not any(p.is_meta for p in teacher["transformer"].parameters())
+
+
+def test_a14b_teacher_loads_both_experts(parts: SimpleNamespace) -> None:
+    teacher = load_native_teacher(parts.a14b, dtype=torch.float32, vae_dtype=torch.float32)
+    assert teacher["boundary_ratio"] == 0.875
+    assert_close(transformer_output(teacher["transformer"]), transformer_output(parts.transformer))
+    # the low-noise expert is the sharded one
+    assert_close(transformer_output(teacher["transformer_2"]), transformer_output(parts.transformer_2))
+    light = load_native_teacher(parts.a14b, dtype=torch.float32, with_transformers=False)
+    assert light["transformer"] is None and light["transformer_2"] is None and light["boundary_ratio"] == 0.875
+
+
+def test_released_config_json_uses_wanmodel_defaults(tmp_path: Path) -> None:
+    """Released config.json files name only some fields (no text_dim, patch_size, qk_norm...): Wan's defaults apply."""
+    model = tiny_transformer(40, text_dim=4096)  # WanModel's default text_dim (UMT5-XXL's width)
+    write_transformer(model, tmp_path / HIGH_NOISE_FOLDER)
+    released_fields = (
+        "dim",
+        "eps",
+        "ffn_dim",
+        "freq_dim",
+        "in_dim",
+        "model_type",
+        "num_heads",
+        "num_layers",
+        "out_dim",
+    )
+    config = native_transformer_config(model.config)
+    released = {"_class_name": "WanModel", "_diffusers_version": "0.33.0", "text_len": 512}
+    released |= {name: config[name] for name in released_fields}
+    (tmp_path / HIGH_NOISE_FOLDER / "config.json").write_text(json.dumps(released))
+    assert_close(transformer_output(load_native_transformer(tmp_path / HIGH_NOISE_FOLDER)), transformer_output(model))
+
+
+def test_dtype_follows_diffusers_fp32_modules(parts: SimpleNamespace) -> None:
+    model = load_native_transformer(parts.a14b / HIGH_NOISE_FOLDER, dtype=torch.bfloat16)
+    assert model.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert model.blocks[0].scale_shift_table.dtype == torch.float32  # in WanTransformer3DModel._keep_in_fp32_modules
+    assert model.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+    text_encoder, _ = load_native_text_encoder(parts.wan21, dtype=torch.bfloat16)
+    assert text_encoder.encoder.embed_tokens.weight.data_ptr() == text_encoder.shared.weight.data_ptr()
+    assert text_encoder.shared.weight.dtype == torch.bfloat16
+
+
+def test_single_safetensors_student(parts: SimpleNamespace, tmp_path: Path) -> None:
+    student = tiny_transformer(20, heads=1, head_dim=128)  # Wan's 128-wide heads: the config is read off the shapes
+    save_file(native_state_dict(student), tmp_path / "native.safetensors")
+    save_file(student.state_dict(), tmp_path / "diffusers.safetensors")
+    for name in ("native.safetensors", "diffusers.safetensors"):
+        loaded = load_native_transformer(tmp_path / name, dtype=torch.float32)
+        assert loaded.config.num_attention_heads == 1 and loaded.config.num_layers == 2
+        assert_close(transformer_output(loaded), transformer_output(student))
+    # narrower heads must be stated in the file's metadata
+    save_file(native_state_dict(parts.transformer), tmp_path / "narrow.safetensors")
+    with pytest.raises(ValueError, match="narrow.safetensors: cannot tell the number of attention heads"):
+        load_native_transformer(tmp_path / "narrow.safetensors")
+    config = json.dumps(native_transformer_config(parts.transformer.config))
+    save_file(native_state_dict(parts.transformer), tmp_path / "narrow.safetensors", metadata={"config": config})
+    loaded = load_native_transformer(tmp_path / "narrow.safetensors")
+    assert_close(transformer_output(loaded), transformer_output(parts.transformer))
+
+
+def test_convert_cli_output_loads_with_wan_pipeline(parts: SimpleNamespace, tmp_path: Path) -> None:
+    convert.main(["--src", str(parts.a14b), "--dst", str(tmp_path / "out"), "--dtype", "fp32"])
+    pipe = WanPipeline.from_pretrained(tmp_path / "out")
+    assert pipe.config.boundary_ratio == 0.875 and pipe.scheduler.config.flow_shift == 12.0
+    assert_close(transformer_output(pipe.transformer), transformer_output(parts.transformer))
+    assert_close(transformer_output(pipe.transformer_2), transformer_output(parts.transformer_2))
+    assert_close(vae_output(pipe.vae), vae_output(parts.vae))
+    assert_close(text_output(pipe.text_encoder, pipe.tokenizer), text_output(parts.text_encoder, parts.tokenizer))
+    frames = pipe(PROMPT, height=16, width=16, num_frames=1, num_inference_steps=2, output_type="np").frames
+    assert frames.shape == (1, 1, 16, 16, 3)
+
+
+def test_damaged_files_name_the_file(parts: SimpleNamespace, tmp_path: Path) -> None:
+    teacher = shutil.copytree(parts.wan21, tmp_path / "teacher")
+    vae_path = teacher / VAE_CHECKPOINT
+    vae_path.write_bytes(vae_path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=rf"{VAE_CHECKPOINT} is truncated or not a PyTorch state dict"):
+        load_native_vae(teacher)
+    torch.save(native_state_dict(parts.text_encoder), vae_path)  # the wrong model under the VAE's name
+    with pytest.raises(ValueError, match=rf"{VAE_CHECKPOINT}: not a Wan VAE"):
+        load_native_vae(teacher)
+    weights = teacher / TRANSFORMER_WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"{TRANSFORMER_WEIGHTS} is truncated or not a safetensors file"):
+        load_native_transformer(teacher)
+
+
+def test_mismatched_files_name_the_file_and_key(parts: SimpleNamespace, tmp_path: Path) -> None:
+    expert = shutil.copytree(parts.a14b / LOW_NOISE_FOLDER, tmp_path / LOW_NOISE_FOLDER)
+    config = json.loads((expert / "config.json").read_text())
+    (expert / "config.json").write_text(json.dumps({**config, "num_layers": 3}))
+    with pytest.raises(ValueError, match=rf"{TRANSFORMER_INDEX}: missing keys blocks\.2\.modulation, blocks\.2\.self"):
+        load_native_transformer(expert)
+    (expert / "config.json").write_text(json.dumps({**config, "ffn_dim": 96}))
+    with pytest.raises(ValueError, match=r"-of-00002\.safetensors: blocks\.\d\.ffn\.0\.(weight|bias) has shape"):
+        load_native_transformer(expert)
+    (expert / "config.json").write_text(json.dumps(config))
+    next(expert.glob("*-00002-of-00002.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match="shards that are missing: diffusion_pytorch_model-00002-of-00002"):
+        load_native_transformer(expert)
+
+
+def test_check_compatible_names_both_numbers(parts: SimpleNamespace) -> None:
+    check_compatible(parts.transformer, parts.vae, parts.text_encoder)
+    wide_text = tiny_transformer(30, text_dim=48)
+    with pytest.raises(ValueError, match="text_dim is 48 but the text encoder's d_model is 32"):
+        check_compatible(wide_text, parts.vae, parts.text_encoder)
+    other_vae = SimpleNamespace(config=SimpleNamespace(z_dim=48))  # Wan 2.2's TI2V VAE has 48 latent channels
+    with pytest.raises(ValueError, match="in_channels is 16 but the VAE's z_dim is 48"):
+        check_compatible(parts.transformer, other_vae, parts.text_encoder)
