@@ -61,13 +61,19 @@ def test_folder_that_is_not_a_wan_model_names_what_is_missing(tiny_wan_dir, tmp_
 
 def test_student_with_wrong_latent_channels_is_refused(tiny_wan_dir, tmp_path):
     tiny_transformer(in_channels=48).save_pretrained(tmp_path / "student")
-    with pytest.raises(ModelLoadError, match="expects 48 latent channels but the teacher's VAE has z_dim 16"):
+    with pytest.raises(
+        ModelLoadError,
+        match="the student does not fit the teacher: the transformer's in_channels is 48 but the VAE's z_dim is 16",
+    ):
         load_components(tmp_path / "student", tiny_wan_dir, device="cpu")
 
 
 def test_student_with_wrong_text_width_is_refused(tiny_wan_dir, tmp_path):
     tiny_transformer(text_dim=64).save_pretrained(tmp_path / "student")
-    with pytest.raises(ModelLoadError, match="text embeddings of width 64 but the teacher's text encoder produces 32"):
+    with pytest.raises(
+        ModelLoadError,
+        match="does not fit the teacher: the transformer's text_dim is 64 but the text encoder's d_model is 32",
+    ):
         load_components(tmp_path / "student", tiny_wan_dir, device="cpu")
 
 

@@ -338,3 +338,27 @@ def test_check_compatible_names_both_numbers(parts: SimpleNamespace) -> None:
     other_vae = SimpleNamespace(config=SimpleNamespace(z_dim=48))  # Wan 2.2's TI2V VAE has 48 latent channels
     with pytest.raises(ValueError, match="in_channels is 16 but the VAE's z_dim is 48"):
         check_compatible(parts.transformer, other_vae, parts.text_encoder)
+
+
+def test_original_command_shape_runs_on_native_checkpoints(parts: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    """run_inference.py --model_path ./outputs/wan_t2i --teacher_path ./Wan2.2-T2V-A14B, native folders both."""
+    from wan_t2i.cli import main
+    from wan_t2i.images import read_parameters
+
+    student_dir = tmp_path / "outputs" / "wan_t2i"
+    write_transformer(tiny_transformer(7), student_dir, shards=2)
+    out = tmp_path / "out.png"
+    argv = ["--model_path", str(student_dir), "--teacher_path", str(parts.a14b), "--prompt", PROMPT]
+    argv += ["--output_path", str(out), "--num_inference_steps", "3", "--shift", "5.0", "--height", "128"]
+    assert main([*argv, "--width", "128", "--seed", "4"]) == 0, capsys.readouterr().err
+    assert read_parameters(out)["model"] == "wan_t2i" and read_parameters(out)["seed"] == 4
+    assert main([*argv, "--width", "128", "--seed", "4", "--compare_teacher"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out_student_flow_unipc.png").exists() and (tmp_path / "out_teacher_flow_unipc.png").exists()
+
+
+def test_student_that_does_not_fit_a_native_teacher_is_refused(parts: SimpleNamespace, tmp_path: Path) -> None:
+    from wan_t2i.loading import ModelLoadError, load_components
+
+    write_transformer(tiny_transformer(8, text_dim=2 * TEXT_DIM), tmp_path / "student")
+    with pytest.raises(ModelLoadError, match="the student does not fit the teacher: .*text_dim"):
+        load_components(tmp_path / "student", parts.wan21, device="cpu")

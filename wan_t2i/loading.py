@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
 
+from wan_t2i import native
 from wan_t2i.constants import BOUNDARY_RATIO, DEFAULT_GUIDANCE_SCALE, DEFAULT_SHIFT, WAN_NEGATIVE_PROMPT
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "wan-t2i-demo"
@@ -19,6 +20,15 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # What this project reads from a Diffusers-layout teacher; transformer folders only when they are used.
 TEACHER_FILES = ("model_index.json", DEFAULTS_FILE, "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*")
 TRANSFORMER_FILES = ("transformer/*", "transformer_2/*")
+# The same parts in Wan's native layout (shared/reference/wan_native_layout.md).
+NATIVE_TEACHER_FILES = (native.T5_CHECKPOINT, f"{native.T5_TOKENIZER}/*", native.VAE_CHECKPOINT)
+NATIVE_TRANSFORMER_FILES = (
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "high_noise_model/*",
+    "low_noise_model/*",
+)
 
 
 class ModelLoadError(ValueError):
@@ -152,23 +162,6 @@ def load_transformer(path: Path, *, dtype: torch.dtype, device: torch.device) ->
     return freeze(model).to(device)
 
 
-def check_compatible(
-    transformer: WanTransformer3DModel, vae: AutoencoderKLWan, text_encoder: UMT5EncoderModel, *, what: str = "student"
-) -> None:
-    """Raise ModelLoadError when the transformer's latent or text widths disagree with the VAE or text encoder."""
-    z_dim, text_dim = vae.config.z_dim, text_encoder.config.d_model
-    if transformer.config.in_channels != z_dim or transformer.config.out_channels != z_dim:
-        raise ModelLoadError(
-            f"the {what} expects {transformer.config.in_channels} latent channels but the teacher's VAE has "
-            f"z_dim {z_dim}: the student must be distilled against this VAE"
-        )
-    if transformer.config.text_dim != text_dim:
-        raise ModelLoadError(
-            f"the {what} reads text embeddings of width {transformer.config.text_dim} but the teacher's text encoder "
-            f"produces {text_dim}"
-        )
-
-
 def load_components(
     model_path: str | Path | None = None,
     teacher_path: str | Path | None = None,
@@ -178,12 +171,12 @@ def load_components(
     vae_dtype: str | torch.dtype | None = None,
     with_teacher: bool = False,
 ) -> WanComponents:
-    """Load a student and its teacher's frozen VAE, text encoder and tokenizer (Diffusers layout).
+    """Load a student and its teacher's frozen VAE, text encoder and tokenizer (Diffusers or native Wan layout).
 
     Args:
         model_path: the student transformer (folder or Hub id); None uses the teacher's own transformer(s).
-        teacher_path: a Wan model in the Diffusers layout (folder or Hub id); None with no model_path loads the
-            embedded demo model.
+        teacher_path: a Wan model in the Diffusers or native layout (folder or Hub id); None with no model_path
+            loads the embedded demo model.
         device: defaults to CUDA when available, else CPU.
         dtype: transformer and text-encoder dtype; defaults to bf16 on GPU, fp32 on CPU.
         vae_dtype: defaults to fp32 everywhere.
@@ -204,55 +197,117 @@ def load_components(
             )
         teacher_path = DEMO_MODEL_DIR
     need_teacher_transformer = model_path is None or with_teacher
-    teacher = resolve_folder(
-        teacher_path, allow_patterns=TEACHER_FILES + (TRANSFORMER_FILES if need_teacher_transformer else ())
-    )
-    check_diffusers_folder(teacher, need_transformer=need_teacher_transformer)
-    index = json.loads((teacher / "model_index.json").read_text())
-    teacher_boundary = index.get("boundary_ratio") or (BOUNDARY_RATIO if (teacher / "transformer_2").is_dir() else None)
-
-    try:
-        vae = AutoencoderKLWan.from_pretrained(teacher, subfolder="vae", torch_dtype=vae_dtype, use_safetensors=True)
-        text_encoder = UMT5EncoderModel.from_pretrained(
-            teacher, subfolder="text_encoder", dtype=dtype, use_safetensors=True
-        )
-        tokenizer = AutoTokenizer.from_pretrained(teacher, subfolder="tokenizer")
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the VAE / text encoder / tokenizer of {teacher}: {error}") from error
-    vae, text_encoder = freeze(vae).to(device), freeze(text_encoder).to(device)
-
-    teacher_transformer = teacher_transformer_2 = None
+    patterns = TEACHER_FILES + NATIVE_TEACHER_FILES
     if need_teacher_transformer:
-        teacher_transformer = load_transformer(teacher / "transformer", dtype=dtype, device=device)
-        check_compatible(teacher_transformer, vae, text_encoder, what="teacher's transformer")
-        if (teacher / "transformer_2").is_dir():
-            teacher_transformer_2 = load_transformer(teacher / "transformer_2", dtype=dtype, device=device)
-
+        patterns += TRANSFORMER_FILES + NATIVE_TRANSFORMER_FILES
+    teacher = resolve_folder(teacher_path, allow_patterns=patterns)
+    layout = _layout(teacher)
+    if layout == "native":
+        parts = _load(
+            native.load_native_teacher,
+            teacher,
+            device=device,
+            dtype=dtype,
+            vae_dtype=vae_dtype,
+            with_transformers=need_teacher_transformer,
+        )
+    elif layout == "diffusers":
+        parts = load_diffusers_teacher(
+            teacher, device=device, dtype=dtype, vae_dtype=vae_dtype, with_transformers=need_teacher_transformer
+        )
+    else:
+        raise ModelLoadError(
+            f"{teacher} holds a single transformer; --teacher_path needs a whole Wan model (Diffusers or native "
+            "layout) for the VAE and text encoder. Pass this one as --model_path."
+        )
+    vae, text_encoder = freeze(parts["vae"]).to(device), freeze(parts["text_encoder"]).to(device)
+    experts = [freeze(m).to(device) if m is not None else None for m in (parts["transformer"], parts["transformer_2"])]
+    for expert in experts:
+        if expert is not None:
+            _check_compatible(expert, vae, text_encoder, what="the teacher's transformer")
+    teacher_boundary = parts["boundary_ratio"] if experts[1] is not None else None
+    common = dict(vae=vae, text_encoder=text_encoder, tokenizer=parts["tokenizer"], device=device)
     defaults = ModelDefaults.read(teacher, name=_model_name(teacher_path))
     if model_path is None:
         return WanComponents(
-            transformer=teacher_transformer,
-            transformer_2=teacher_transformer_2,
-            boundary_ratio=teacher_boundary if teacher_transformer_2 is not None else None,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            device=device,
+            transformer=experts[0],
+            transformer_2=experts[1],
+            boundary_ratio=teacher_boundary,
             defaults=defaults,
+            **common,
         )
-    student = load_transformer(resolve_folder(model_path), dtype=dtype, device=device)
-    check_compatible(student, vae, text_encoder)
+    student = load_student(resolve_folder(model_path), dtype=dtype, device=device)
+    _check_compatible(student, vae, text_encoder, what="the student")
     return WanComponents(
         transformer=student,
+        defaults=replace(defaults, name=_model_name(model_path)),
+        teacher_transformer=experts[0] if with_teacher else None,
+        teacher_transformer_2=experts[1] if with_teacher else None,
+        teacher_boundary_ratio=teacher_boundary if with_teacher else None,
+        **common,
+    )
+
+
+def load_diffusers_teacher(
+    folder: Path, *, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype, with_transformers: bool
+) -> dict:
+    """The parts of a Diffusers-layout Wan folder, named as diffusers' WanPipeline names them."""
+    check_diffusers_folder(folder, need_transformer=with_transformers)
+    index = json.loads((folder / "model_index.json").read_text())
+    try:
+        vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype, use_safetensors=True)
+        text_encoder = UMT5EncoderModel.from_pretrained(
+            folder, subfolder="text_encoder", dtype=dtype, use_safetensors=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the VAE / text encoder / tokenizer of {folder}: {error}") from error
+    transformer = transformer_2 = None
+    if with_transformers:
+        transformer = load_transformer(folder / "transformer", dtype=dtype, device=device)
+        if (folder / "transformer_2").is_dir():
+            transformer_2 = load_transformer(folder / "transformer_2", dtype=dtype, device=device)
+    boundary = index.get("boundary_ratio") or (BOUNDARY_RATIO if transformer_2 is not None else None)
+    return dict(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        device=device,
-        defaults=replace(defaults, name=_model_name(model_path)),
-        teacher_transformer=teacher_transformer if with_teacher else None,
-        teacher_transformer_2=teacher_transformer_2 if with_teacher else None,
-        teacher_boundary_ratio=teacher_boundary if with_teacher and teacher_transformer_2 is not None else None,
+        transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=boundary,
     )
+
+
+def load_student(path: Path, *, dtype: torch.dtype, device: torch.device) -> WanTransformer3DModel:
+    """A student as a Diffusers transformer folder, a native WanModel folder, or one .safetensors file."""
+    layout = _layout(path)
+    if layout in ("transformer-diffusers", "diffusers"):
+        return load_transformer(path, dtype=dtype, device=device)
+    return freeze(_load(native.load_native_transformer, path, device=device, dtype=dtype))
+
+
+def _layout(path: Path) -> str:
+    try:
+        return native.detect_layout(path)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(str(error)) from error
+
+
+def _load(loader, *args, **kwargs):
+    """Call a native loader, turning its file errors into ModelLoadError (they already name the file)."""
+    try:
+        return loader(*args, **kwargs)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(str(error)) from error
+
+
+def _check_compatible(transformer, vae, text_encoder, *, what: str) -> None:
+    try:
+        native.check_compatible(transformer, vae, text_encoder)
+    except ValueError as error:
+        raise ModelLoadError(f"{what} does not fit the teacher: {error}") from error
 
 
 def _model_name(path_or_id: str | Path) -> str:
