@@ -64,8 +64,13 @@ def clean_prompt(text: str) -> str:
 class WanT2IPipeline:
     """A loaded Wan text-to-image model that renders one sampler, or several from the same noise and text."""
 
-    def __init__(self, components: WanComponents, *, text_cache_size: int = 32):
+    def __init__(self, components: WanComponents, *, text_cache_size: int = 32, offload_text_encoder: bool = False):
+        """Args: `text_cache_size` prompts kept encoded (LRU); `offload_text_encoder` keeps the text encoder on the
+        CPU between encodings and brings it to the device only to encode (saves its memory on small GPUs)."""
         self.components = components
+        self.offload_text_encoder = offload_text_encoder
+        if offload_text_encoder:
+            components.text_encoder.to("cpu")
         self.device = components.device
         self.defaults: ModelDefaults = components.defaults
         vae_config = components.vae.config
@@ -105,7 +110,10 @@ class WanT2IPipeline:
             return_tensors="pt",
         )
         mask = tokens.attention_mask.to(self.device)
+        text_encoder = self.components.text_encoder.to(self.device) if self.offload_text_encoder else None
         embedding = self.components.text_encoder(tokens.input_ids.to(self.device), mask).last_hidden_state
+        if text_encoder is not None:
+            text_encoder.to("cpu")
         embedding = embedding * mask.unsqueeze(-1).to(embedding.dtype)  # zeros past the prompt's own tokens
         self._text_cache[prompt] = embedding
         while len(self._text_cache) > self.text_cache_size:
