@@ -1,0 +1,232 @@
+"""The Gradio app over real HTTP: the demo on a tiny random Wan model, called through `gradio_client`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from wan_t2i.pipeline import WanT2IPipeline
+
+PROMPT = "A serene lake at sunset"
+STEPS = 3
+pytestmark = [  # Gradio's queue logs through pandas APIs that pandas 3 deprecates; not ours to fix
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pixels(image: Image.Image | str) -> np.ndarray:
+    image = Image.open(image) if isinstance(image, str) else image
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def assert_same_image(got: Image.Image | str, expected: Image.Image) -> None:
+    """Equal within 1/255 per pixel: batching on a CPU may change the last bit of a float before rounding."""
+    difference = np.abs(pixels(got) - pixels(expected))
+    assert difference.max() <= 1, f"images differ by up to {difference.max()}/255"
+
+
+@pytest.fixture(scope="module")
+def url(tiny_pipe: WanT2IPipeline) -> Iterator[str]:
+    demo = app.create_demo(tiny_pipe)
+    _, local_url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def test_importing_the_app_loads_no_model() -> None:
+    assert not hasattr(app, "pipe") and not hasattr(app, "demo")
+
+
+def test_the_api_has_exactly_the_two_named_endpoints(client: Client) -> None:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/generate", "/compare"}
+    names = [p["parameter_name"] for p in endpoints["/compare"]["parameters"]]
+    assert names[:6] == ["prompt", "negative_prompt", "sampler_a", "sampler_b", "model_a", "model_b"]
+
+
+def test_generate_serves_a_png_carrying_its_parameters(client: Client, tiny_pipe: WanT2IPipeline) -> None:
+    path, seed, details = client.predict(PROMPT, steps=STEPS, seed=7, randomize_seed=False, api_name="/generate")
+    assert seed == 7 and details["seed"] == 7
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (48, 32)
+        parameters = json.loads(image.text["parameters"])  # the tEXt chunk survived Gradio's save
+    assert parameters | {"prompt": PROMPT, "sampler": "flow_unipc", "steps": STEPS, "seed": 7} == parameters
+    assert_same_image(path, tiny_pipe.generate(PROMPT, steps=STEPS, seed=7)["flow_unipc"].image)
+
+
+def test_compare_renders_both_samplers_from_one_seed(client: Client, tiny_pipe: WanT2IPipeline) -> None:
+    path_a, path_b, seed, details = client.predict(
+        PROMPT, steps=STEPS, seed=11, randomize_seed=False, api_name="/compare"
+    )
+    assert seed == 11
+    assert {json.loads(Image.open(p).text["parameters"])["seed"] for p in (path_a, path_b)} == {11}
+    assert [r["sampler"] for r in details["results"].values()] == ["legacy_ddim", "flow_unipc"]
+    assert "noise" in details["results"]["legacy_ddim"]["verdict"]
+    assert len(details["results"]["flow_unipc"]["latent_std"]) == STEPS
+    # The flow image of the pair is the image a single-sampler run with that seed gives.
+    assert_same_image(path_b, tiny_pipe.generate(PROMPT, steps=STEPS, seed=11)["flow_unipc"].image)
+    assert np.abs(pixels(path_a) - pixels(path_b)).max() > 10  # and the legacy loop gives something else
+
+
+def test_a_random_seed_is_returned_and_reproduces_the_image(client: Client, tiny_pipe: WanT2IPipeline) -> None:
+    path, seed, _ = client.predict(PROMPT, steps=STEPS, randomize_seed=True, api_name="/generate")
+    assert json.loads(Image.open(path).text["parameters"])["seed"] == seed
+    assert_same_image(path, tiny_pipe.generate(PROMPT, steps=STEPS, seed=seed)["flow_unipc"].image)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"prompt": ""}, "the prompt is empty"),
+        ({"prompt": "x" * 100_000}, "the prompt is 100000 characters long"),
+        ({"steps": 0}, "steps must be an integer from 1 to 1000, got 0"),
+        ({"steps": 10_000}, "steps must be an integer from 1 to 1000, got 10000"),
+        ({"steps": 2.5}, "steps must be an integer"),
+        ({"steps": "twenty"}, "steps must be an integer from 1 to 1000, got 'twenty'"),
+        ({"shift": 0}, "shift must be a finite number > 0, got 0"),
+        ({"shift": -3}, "shift must be a finite number > 0, got -3"),
+        ({"shift": "high"}, "shift must be a finite number > 0"),
+        ({"height": 40}, "height must be a multiple of 16"),
+        ({"width": 33}, "width must be a multiple of 16"),
+        ({"width": 4096}, "width must be between"),
+        ({"guidance_scale": 0}, "guidance_scale must be from 1"),
+        ({"seed": -1, "randomize_seed": False}, "seed must be an integer from 0"),
+        ({"randomize_seed": "yes"}, "randomize_seed must be true or false"),
+        ({"sampler": "ddpm"}, "not in the list of choices"),
+        ({"model": "teacher"}, "no teacher transformer is loaded"),
+        ({"negative_prompt": "y" * 5000}, "the negative prompt must be text of at most"),
+    ],
+)
+def test_bad_input_gives_a_clear_message_and_the_app_keeps_serving(
+    client: Client, arguments: dict, message: str
+) -> None:
+    request = {"prompt": PROMPT, "steps": STEPS} | arguments
+    with pytest.raises(AppError, match=message):
+        client.predict(**request, api_name="/generate")
+    _, seed, _ = client.predict(PROMPT, steps=1, seed=1, randomize_seed=False, api_name="/generate")
+    assert seed == 1
+
+
+def test_compare_rejects_the_same_branch_twice(client: Client) -> None:
+    with pytest.raises(AppError, match="each sampler/model pair may appear once"):
+        client.predict(PROMPT, sampler_a="flow_unipc", sampler_b="flow_unipc", api_name="/compare")
+
+
+def test_no_input_reaches_files_outside_the_outputs(client: Client, url: str) -> None:
+    path, _, _ = client.predict("/etc/passwd", steps=1, api_name="/generate")  # a prompt is only ever text
+    assert Image.open(path).format == "PNG"
+    for route in ("gradio_api/file=/etc/passwd", "gradio_api/file=../../../../etc/passwd", "file=/etc/passwd"):
+        try:
+            with urllib.request.urlopen(url + route, timeout=10) as response:
+                assert b"root:" not in response.read()
+        except urllib.error.HTTPError as error:
+            assert error.code in (403, 404)
+
+
+def test_concurrent_clients_each_get_the_image_of_their_seed(url: str, tiny_pipe: WanT2IPipeline) -> None:
+    seeds = [101, 202, 303, 404, 505, 606]
+    got: dict[int, tuple] = {}
+
+    def call(seed: int) -> None:
+        got[seed] = Client(url, verbose=False).predict(
+            PROMPT, steps=STEPS, seed=seed, randomize_seed=False, api_name="/compare"
+        )
+
+    threads = [threading.Thread(target=call, args=(seed,)) for seed in seeds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(got) == seeds
+    for seed, (path_a, path_b, returned_seed, _) in got.items():
+        expected = tiny_pipe.generate(PROMPT, samplers=["legacy_ddim", "flow_unipc"], steps=STEPS, seed=seed)
+        assert returned_seed == seed
+        assert_same_image(path_a, expected["legacy_ddim"].image)
+        assert_same_image(path_b, expected["flow_unipc"].image)
+
+
+def test_configuration_comes_from_flags_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WAN_T2I_MODEL_PATH", "WAN_T2I_TEACHER_PATH", "WAN_T2I_DEVICE", "WAN_T2I_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("WAN_T2I_WITH_TEACHER", raising=False)
+    defaults = app.parse_args([])
+    assert (defaults.model_path, defaults.teacher_path, defaults.with_teacher) == (None, None, False)  # the demo
+    monkeypatch.setenv("WAN_T2I_TEACHER_PATH", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    monkeypatch.setenv("WAN_T2I_DTYPE", "bf16")
+    monkeypatch.setenv("WAN_T2I_WITH_TEACHER", "1")
+    args = app.parse_args(["--dtype", "fp32"])
+    assert (args.teacher_path, args.dtype, args.with_teacher) == ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "fp32", True)
+
+
+def test_gpu_time_grows_with_the_work_and_survives_bad_values() -> None:
+    def request(steps: object, branches: int = 1, size: int = 480) -> app.Request:
+        samplers = ("flow_unipc", "legacy_ddim")[:branches]
+        return app.Request("p", samplers, None, "", steps, 5.0, 5.0, 0, size, size)
+
+    small, more_steps = app.gpu_seconds(request(10)), app.gpu_seconds(request(50))
+    assert app.GPU_BASE_SECONDS <= small < more_steps < app.gpu_seconds(request(50, branches=2))
+    assert app.gpu_seconds(request(50, size=1024)) > more_steps
+    assert app.gpu_seconds(request(1000, 2, 2048)) == app.GPU_MAX_SECONDS
+    assert app.gpu_seconds(request("twenty")) == app.GPU_BASE_SECONDS
+
+
+def test_the_vocabulary_note_is_shown_when_the_model_has_one(tiny_pipe: WanT2IPipeline) -> None:
+    pipe = copy.copy(tiny_pipe)
+    pipe.defaults = replace(tiny_pipe.defaults, vocabulary_note="understands: lake, mountains, sunset, dawn")
+    shown = [c.get("props", {}).get("value") for c in app.create_demo(pipe).config["components"]]
+    assert any(isinstance(v, str) and "understands: lake, mountains" in v for v in shown)
+    plain = [c.get("props", {}).get("value") for c in app.create_demo(tiny_pipe).config["components"]]
+    assert not any(isinstance(v, str) and "understands:" in v for v in plain)
+
+
+def test_student_against_teacher_through_the_api(tiny_wan_dir: Path, tmp_path: Path) -> None:
+    from conftest import tiny_transformer
+
+    tiny_transformer(seed=3).save_pretrained(tmp_path / "student")
+    pipe = WanT2IPipeline.from_pretrained(tmp_path / "student", tiny_wan_dir, device="cpu", with_teacher=True)
+    demo = app.create_demo(pipe)
+    _, local_url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        student, teacher, seed, details = Client(local_url, verbose=False).predict(
+            PROMPT, sampler_a="flow_unipc", model_a="student", model_b="teacher", steps=STEPS, seed=5,
+            randomize_seed=False, api_name="/compare",
+        )  # fmt: skip
+    finally:
+        demo.close()
+    assert list(details["results"]) == ["student/flow_unipc", "teacher/flow_unipc"] and seed == 5
+    expected = pipe.generate(
+        PROMPT, samplers=["flow_unipc"] * 2, models=["student", "teacher"], steps=STEPS, seed=5
+    ).images
+    assert_same_image(student, expected["student/flow_unipc"])
+    assert_same_image(teacher, expected["teacher/flow_unipc"])
+    assert np.abs(pixels(student) - pixels(teacher)).max() > 0  # two different transformers
