@@ -1,0 +1,192 @@
+"""Performance settings: presets per device, `apply` on the CPU, PSNR and FLOP helpers, the GPU benchmark's parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_transformer
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from wan_t2i import performance
+from wan_t2i.constants import TEXT_LEN
+from wan_t2i.loading import load_components
+from wan_t2i.performance import PerformanceSettings, apply, psnr, transformer_flops
+from wan_t2i.pipeline import WanT2IPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_bench():
+    """benchmarks/gpu.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_presets_change_nothing():
+    assert PerformanceSettings.default_for("cpu") == PerformanceSettings()
+    assert PerformanceSettings.fastest("cpu") == PerformanceSettings()
+    assert PerformanceSettings.low_memory_for("cpu") == PerformanceSettings()
+    assert PerformanceSettings().pipeline_kwargs() == {"offload_text_encoder": False}
+
+
+def test_cuda_presets():
+    default = PerformanceSettings.default_for("cuda")
+    assert default.tf32 and not default.compile and default.vae_dtype is None and not default.low_memory
+    low = PerformanceSettings.low_memory_for("cuda")
+    assert low.low_memory and not low.compile
+    assert low.pipeline_kwargs() == {"offload_text_encoder": True}
+
+
+def test_fastest_on_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    hopper = PerformanceSettings.fastest("cuda")
+    assert hopper.compile and hopper.vae_dtype == torch.bfloat16 and hopper.attention == "cudnn"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert PerformanceSettings.fastest("cuda").attention is None
+
+
+def test_settings_reject_bad_combinations():
+    with pytest.raises(ValueError, match="compile and low_memory"):
+        PerformanceSettings(compile=True, low_memory=True)
+    with pytest.raises(ValueError, match="attention must be"):
+        PerformanceSettings(attention="flash3")
+
+
+def test_apply_defaults_on_cpu_changes_nothing(tiny_wan_dir):
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch._C._get_sdp_priority_order())
+    pipe = WanT2IPipeline(load_components(teacher_path=tiny_wan_dir, device="cpu"))
+    before = pipe.generate("a lake at sunset", seed=3)
+    apply(pipe.components, PerformanceSettings.default_for("cpu"))
+    apply(pipe.components, PerformanceSettings.low_memory_for("cpu"))
+    pipe._text_cache.clear()
+    after = pipe.generate("a lake at sunset", seed=3)
+    assert torch.equal(before["flow_unipc"].latents, after["flow_unipc"].latents)
+    assert np.array_equal(np.asarray(before["flow_unipc"].image), np.asarray(after["flow_unipc"].image))
+    assert pipe.components.vae.dtype == torch.float32
+    assert not performance.is_compiled(pipe.components.transformer)
+    assert not performance.is_offloaded(pipe.components.transformer)
+    flags_after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    assert flags_after + (torch._C._get_sdp_priority_order(),) == flags
+
+
+def test_apply_converts_the_vae_and_compiles_blocks_lazily(tiny_wan_dir):
+    components = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    apply(components, PerformanceSettings(compile=True, vae_dtype=torch.bfloat16))
+    assert components.vae.dtype == torch.bfloat16
+    blocks = components.transformer.blocks
+    assert all(block._compiled_call_impl is not None for block in blocks)  # wrapped now, compiled at the first forward
+    apply(components, PerformanceSettings())
+    assert not performance.is_compiled(components.transformer)
+
+
+def test_prefer_attention_backend_puts_cudnn_first():
+    order = torch._C._get_sdp_priority_order()
+    try:
+        performance.prefer_attention_backend("cudnn")
+        new = torch._C._get_sdp_priority_order()
+        assert new[0] == int(torch.nn.attention.SDPBackend.CUDNN_ATTENTION) and sorted(new) == sorted(order)
+    finally:
+        torch._C._set_sdp_priority_order(order)
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert psnr(a, a) == math.inf
+    b = a.copy()
+    b[..., 0] = 3  # mse = 9 / 3 = 3
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 3))
+    with pytest.raises(ValueError, match="shape"):
+        psnr(a, np.zeros((4, 5, 3), dtype=np.uint8))
+
+
+def test_transformer_flops_match_a_flop_counter():
+    """The hand count against PyTorch's own count of a real forward (matmuls and attention)."""
+    model = tiny_transformer().eval()
+    x = torch.randn(1, 16, 1, 8, 12)  # 4 x 6 = 24 patches
+    # the math backend runs attention as matmuls, which the counter sees (it skips the fused CPU kernel)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=torch.randn(1, TEXT_LEN, 32))
+    expected = transformer_flops(model.config, tokens=24)
+    # the counter also sees the timestep embedder and its projection, which the hand count leaves out
+    config = model.config
+    dim = config.num_attention_heads * config.attention_head_dim
+    timestep = 2 * (config.freq_dim * dim + dim * dim + dim * 6 * dim)
+    assert counter.get_total_flops() == pytest.approx(expected + timestep, rel=1e-6)
+
+
+def test_transformer_flops_of_the_14b_expert():
+    """Wan2.2-A14B expert at 1024x1024: about 116 TFLOP per sample and forward, 86% of it in image-token linears."""
+    config = SimpleNamespace(
+        num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, patch_size=(1, 2, 2),
+        in_channels=16, out_channels=16, text_dim=4096,
+    )  # fmt: skip
+    assert transformer_flops(config, tokens=64 * 64) / 1e12 == pytest.approx(115.6, abs=0.5)
+
+
+def test_benchmark_parts_on_cpu(gpu_bench, tmp_path):
+    peak = gpu_bench.matmul_peak(64, "cpu", torch.float32, repeats=2, inner=2)
+    assert peak["tflops"] > 0
+    model = tiny_transformer().eval()
+    floor, out = gpu_bench.measure_floor(model, 2, (64, 64), steps=2, runs=1, peak_tflops=peak["tflops"])
+    assert out.shape == (2, 16, 1, 8, 8) and 0 < floor["mfu"] and floor["tflop"] > 0
+    results = {
+        "meta": {"device": "test", "steps": 2, "command": "python benchmarks/gpu.py"},
+        "items": {
+            "peak": peak,
+            "1.3b@480x832/stock": {"median_s": 1.5, "peak_gb": 20.0},
+            "1.3b@480x832/ours": {"median_s": 0.6, "psnr_db": 40.0},
+            "1.3b@480x832/pair": {"median_s": 0.9, "psnr_db": math.inf},
+            "1.3b@480x832/floor_b2": floor,
+            "14b@1024x1024/stock": {"error": "out of memory"},
+            "lowmem/14b@480x832": {"median_s": 30.0, "peak_gb": 13.0, "slowdown_vs_ours": 8.0},
+        },
+        "errors": [{"item": "14b@1024x1024/stock", "traceback": ""}],
+        "skipped": ["ttfi/1.3b@480x832"],
+    }
+    path = tmp_path / "RESULTS.md"
+    gpu_bench.write_results_md(results, path)
+    text = path.read_text()
+    assert "| 1.3B one image <= 0.5x stock | 0.400 | yes |" in text
+    assert "| 1.3B A/B pair <= 1.3x one image | 1.500 | NO |" in text
+    assert "| low-memory 14B at 480x832 under 20 GB | 13.000 | yes |" in text
+    assert "| 14b@1024x1024 | OOM |" in text and "Skipped (time budget): ttfi/1.3b@480x832" in text
+    json.dumps(gpu_bench.clean(results))  # infinities become strings
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_end_to_end(tmp_path):
+    """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (~40 s)."""
+    out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu.py"),
+        "--smoke",
+        "--out",
+        str(out),
+        "--results-md",
+        str(md),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == [] and results["skipped"] == []
+    for key in ("1.3b@64x64/ours", "1.3b@64x64/pair", "14b@64x64/ours", "14b@64x64/floor_b4"):
+        assert results["items"][key]["median_s"] > 0
+    assert results["items"]["ttfi/1.3b@64x64"]["first_image_s"] > 0
+    assert float(results["items"]["1.3b@64x64/ours"]["psnr_db"]) >= 35
+    assert "| 1.3b@64x64 |" in md.read_text()

@@ -1,0 +1,170 @@
+"""Speed and memory settings for a loaded model: regional compilation, attention kernel, VAE precision, offloading.
+
+`apply(components, settings)` changes the loaded modules in place; what needs the pipeline (moving the text encoder
+off the GPU between encodings) is a constructor argument, `WanT2IPipeline(components, **settings.pipeline_kwargs())`.
+None of this changes what a model computes beyond bf16 rounding: `benchmarks/gpu.py` checks each image against the
+eager one (PSNR >= 35 dB).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wan_t2i.constants import TEXT_LEN
+from wan_t2i.loading import WanComponents
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = {"cudnn": torch.nn.attention.SDPBackend.CUDNN_ATTENTION}
+RECOMPILE_LIMIT = 64  # one compiled block serves every layer; each (batch, resolution) pair is one more graph
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    """How to run a loaded model; every field's off value leaves the modules exactly as loaded."""
+
+    compile: bool = False  # torch.compile each transformer block (regional: one block compiled, reused by all)
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
+    fullgraph: bool = True  # fail loudly on a graph break instead of silently running part of a block eagerly
+    vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
+    tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
+    attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
+    low_memory: bool = False  # stream transformer blocks from the CPU and keep the text encoder off the GPU
+
+    def __post_init__(self):
+        if self.compile and self.low_memory:
+            raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
+        if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention must be None or one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}"
+            )
+
+    @classmethod
+    def default_for(cls, device: str | torch.device) -> PerformanceSettings:
+        """What costs nothing up front and never changes the image: TF32 for the fp32 parts on CUDA; on CPU nothing.
+
+        Compilation is off by default: it costs tens of seconds before the first image (see benchmarks/RESULTS.md),
+        which a one-image CLI run never earns back. Long-running servers should use `fastest`.
+        """
+        return cls(tf32=True) if torch.device(device).type == "cuda" else cls()
+
+    @classmethod
+    def fastest(cls, device: str | torch.device) -> PerformanceSettings:
+        """For a server that renders many images: compiled blocks, cuDNN attention on Hopper, bf16 VAE decode."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return cls()  # on CPU, compiling and bf16 are slower at the sizes that run there
+        hopper = torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (9, 0)
+        return cls(compile=True, vae_dtype=torch.bfloat16, tf32=True, attention="cudnn" if hopper else None)
+
+    @classmethod
+    def low_memory_for(cls, device: str | torch.device) -> PerformanceSettings:
+        """For GPUs of 24 GB: transformer blocks streamed from pinned CPU memory, text encoder moved in to encode."""
+        return cls(low_memory=torch.device(device).type == "cuda", tf32=torch.device(device).type == "cuda")
+
+    def pipeline_kwargs(self) -> dict:
+        """Arguments for `WanT2IPipeline(components, **kwargs)` that go with these settings."""
+        return {"offload_text_encoder": self.low_memory}
+
+
+def transformers_of(components: WanComponents) -> list[torch.nn.Module]:
+    """Every transformer a generation may run: student or experts, and the teacher's."""
+    c = components
+    candidates = (c.transformer, c.transformer_2, c.teacher_transformer, c.teacher_transformer_2)
+    return [m for m in candidates if m is not None]
+
+
+def apply(components: WanComponents, settings: PerformanceSettings) -> None:
+    """Put `settings` into effect on `components` in place; process-wide switches (TF32, attention order) too.
+
+    Call it before the first generation: compilation happens lazily at the first forward of each shape.
+    """
+    if settings.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if settings.attention is not None:
+        prefer_attention_backend(settings.attention)
+    if settings.vae_dtype is not None and components.vae.dtype != settings.vae_dtype:
+        components.vae.to(settings.vae_dtype)
+    for transformer in transformers_of(components):
+        if settings.compile:
+            compile_blocks(transformer, mode=settings.compile_mode, fullgraph=settings.fullgraph)
+        else:
+            uncompile_blocks(transformer)
+        if settings.low_memory and components.device.type == "cuda" and not is_offloaded(transformer):
+            # One block on the GPU at a time, the next one copied in on a side stream while this one computes.
+            transformer.enable_group_offload(
+                onload_device=components.device,
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
+            )
+    if settings.low_memory and components.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True) -> None:
+    """Regional compilation: each block's forward is compiled once per input shape and shared by all layers."""
+    dynamo_config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+    transformer.compile_repeated_blocks(mode=mode, dynamic=False, fullgraph=fullgraph)
+
+
+def uncompile_blocks(transformer: torch.nn.Module) -> None:
+    """Undo `compile_blocks`: nn.Module.compile keeps the compiled call in `_compiled_call_impl` (no public undo)."""
+    for module in transformer.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+
+
+def is_compiled(transformer: torch.nn.Module) -> bool:
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in transformer.modules())
+
+
+def is_offloaded(module: torch.nn.Module) -> bool:
+    """Whether diffusers' group offloading is on for `module`."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    return _is_group_offload_enabled(module)
+
+
+def prefer_attention_backend(name: str) -> None:
+    """Put one SDPA backend first in PyTorch's (process-wide) order; inputs it cannot take fall to the next."""
+    if not hasattr(torch._C, "_set_sdp_priority_order"):  # PyTorch < 2.6
+        logger.warning("this PyTorch cannot reorder attention backends; keeping its default order")
+        return
+    first = int(ATTENTION_BACKENDS[name])
+    getattr(torch.backends.cuda, f"enable_{name}_sdp")(True)
+    torch._C._set_sdp_priority_order([first] + [b for b in torch._C._get_sdp_priority_order() if b != first])
+
+
+def psnr(image: Image.Image | np.ndarray, reference: Image.Image | np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two 8-bit images in dB (inf when identical)."""
+    a, b = np.asarray(image, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def transformer_flops(config, tokens: int, text_tokens: int = TEXT_LEN) -> float:
+    """Matmul FLOPs of one Wan transformer forward for one sample of `tokens` latent patches.
+
+    2 x (weights x the tokens they multiply) for every linear layer (cross-attention keys and values and the text
+    embedder run on the text tokens), plus 4 N^2 d for self-attention and 4 N T d for cross-attention per layer.
+    Elementwise work, norms and the timestep embedder are left out: they are under 1% of the FLOPs.
+    """
+    d, f, layers = config.num_attention_heads * config.attention_head_dim, config.ffn_dim, config.num_layers
+    patch = math.prod(config.patch_size)
+    image_weights = layers * (6 * d * d + 2 * d * f) + patch * (config.in_channels + config.out_channels) * d
+    text_weights = layers * 2 * d * d + config.text_dim * d + d * d
+    attention = layers * (4 * tokens * tokens * d + 4 * tokens * text_tokens * d)
+    return 2.0 * tokens * image_weights + 2.0 * text_tokens * text_weights + attention
