@@ -114,7 +114,7 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
         assert shown["sources"][0] != shown["sources"][1]
         labels = "\n".join(shown["labels"])
         assert "legacy_ddim" in labels and "flow_unipc" in labels
-        assert "the decoded image will be noise" in shown["summary"]  # the legacy loop's verdict, under the images
+        assert "the decoded image will be garbage" in shown["summary"]  # the legacy loop's verdict, under the images
         assert (tmp_path / "compare.png").stat().st_size > 10_000
 
         # Comparison off, and Enter in the prompt generates: only sampler B's image, one verdict.

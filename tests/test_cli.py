@@ -31,7 +31,7 @@ def test_compare_writes_both_samplers_and_a_side_by_side(tiny_wan_dir, tmp_path,
     seeds = {read_parameters(tmp_path / f"ab_{s}.png")["seed"] for s in ("legacy_ddim", "flow_unipc")}
     assert len(seeds) == 1
     assert Image.open(tmp_path / "ab_side_by_side.png").width > 2 * 48
-    assert "the decoded image will be noise" in printed  # the legacy loop's verdict
+    assert "the decoded image will be garbage" in printed  # the legacy loop's verdict
 
 
 def test_student_plus_teacher_command_shape(tiny_wan_dir, tmp_path, capsys):

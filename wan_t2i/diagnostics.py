@@ -53,7 +53,9 @@ def verdict(mean: float, std: float, expected_std: float = 1.0) -> str:
     ratio = std / expected_std
     low, high = HEALTHY_STD_RATIO
     if ratio > high:
-        return f"latents are {ratio:.1f}x wider than the VAE expects: the decoded image will be noise"
+        return (
+            f"latents are {ratio:.1f}x wider than the VAE expects: the decoded image will be garbage (noise or smears)"
+        )
     if ratio < low:
         return f"latents are only {ratio:.2f}x as wide as the VAE expects: the image will be flat and washed out"
     if abs(mean) > 0.5 * expected_std:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
@@ -26,3 +28,19 @@ def build_word_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
+
+
+def portable_tokenizer_class(bundle: Path) -> None:
+    """Record the tokenizer as `PreTrainedTokenizerFast`, a name transformers 4.x and 5.x both load.
+
+    transformers 5 saves its fast tokenizers as `TokenizersBackend`, which transformers 4 (still common on Spaces and
+    in older diffusers installs) cannot resolve; the file contents are the same either way.
+    """
+    config_path = bundle / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    index_path = bundle / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
