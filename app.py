@@ -53,9 +53,9 @@ DESCRIPTION = """\
 # wan-t2i: why the sampler must match the model
 
 A text-to-image student distilled from a Wan video model was trained with **flow matching**. Sampled with the legacy
-**DDIM** loop it gives noise; sampled with Wan's **flow UniPC** it gives an image. Both render here from the same seed
-and the same text encoding, so the sampler is the only difference. The plot shows why: the legacy loop pushes the
-latents far outside the range the VAE was trained to decode.
+**DDIM** loop it gives garbage (noise or smears); sampled with Wan's **flow UniPC** it gives an image. Both render here
+from the same seed and the same text encoding, so the sampler is the only difference. The plot shows why: the legacy
+loop pushes the latents far outside the range the VAE was trained to decode.
 """
 
 
