@@ -20,6 +20,7 @@ import torch
 
 from wan_t2i.diagnostics import HEALTHY_STD_RATIO
 from wan_t2i.loading import ModelLoadError
+from wan_t2i.performance import PRESETS
 from wan_t2i.pipeline import MAX_GUIDANCE, MAX_SEED, MODELS, Generation, WanT2IPipeline
 from wan_t2i.samplers import SAMPLERS
 
@@ -432,7 +433,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description="The wan-t2i Gradio demo.")
     parser.add_argument("--model_path", default=env("WAN_T2I_MODEL_PATH"), help="student transformer: folder, Hub id")
-    parser.add_argument("--teacher_path", default=env("WAN_T2I_TEACHER_PATH"), help="Wan model (Diffusers layout)")
+    parser.add_argument(
+        "--teacher_path", default=env("WAN_T2I_TEACHER_PATH"), help="Wan model (Diffusers or native layout)"
+    )
     parser.add_argument("--device", default=env("WAN_T2I_DEVICE"), help="cuda, cpu (default: cuda when available)")
     parser.add_argument("--dtype", default=env("WAN_T2I_DTYPE"), help="bf16, fp16, fp32 (default: bf16 GPU, fp32 CPU)")
     parser.add_argument(
@@ -440,6 +443,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         default=env("WAN_T2I_WITH_TEACHER", "").lower() in ("1", "true", "yes"),
         help="also load the teacher's transformer, for student-vs-teacher comparisons",
+    )
+    parser.add_argument(
+        "--performance",
+        choices=list(PRESETS),
+        default=env("WAN_T2I_PERFORMANCE", "default"),
+        help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see benchmarks/RESULTS.md",
     )
     parser.add_argument("--server_name", default=None, help="default: 127.0.0.1 (GRADIO_SERVER_NAME overrides)")
     parser.add_argument("--server_port", type=int, default=None, help="default: 7860 (GRADIO_SERVER_PORT overrides)")
@@ -449,7 +458,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
     """Build the pipeline once, from the parsed flags."""
     return WanT2IPipeline.from_pretrained(
-        args.model_path, args.teacher_path, device=args.device, dtype=args.dtype, with_teacher=args.with_teacher
+        args.model_path,
+        args.teacher_path,
+        device=args.device,
+        dtype=args.dtype,
+        with_teacher=args.with_teacher,
+        performance=args.performance,
     )
 
 

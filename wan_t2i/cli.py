@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from wan_t2i.images import save_png, side_by_side
+from wan_t2i.performance import PRESETS
 from wan_t2i.samplers import SAMPLERS
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
@@ -29,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=["bf16", "fp16", "fp32"], help="transformer dtype (default: bf16 GPU, fp32 CPU)"
     )
     model.add_argument("--vae_dtype", choices=["bf16", "fp16", "fp32"], help="VAE dtype (default: fp32)")
+    model.add_argument(
+        "--performance",
+        choices=list(PRESETS),
+        default="default",
+        help="default: safe, no start-up cost; fastest: compiled blocks, fused attention, bf16 VAE (GPU servers); "
+        "low_memory: transformer blocks streamed from the CPU (24 GB GPUs)",
+    )
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative_prompt", help="default: the model's (Wan's own negative prompt for Wan models)")
@@ -82,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             vae_dtype=args.vae_dtype,
             with_teacher=args.with_teacher or args.compare_teacher,
+            performance=args.performance,
         )
         steps = args.num_inference_steps if args.num_inference_steps is not None else pipe.defaults.steps
         with tqdm(total=steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:

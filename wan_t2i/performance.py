@@ -73,6 +73,20 @@ class PerformanceSettings:
         return {"offload_text_encoder": self.low_memory}
 
 
+PRESETS = {
+    "default": PerformanceSettings.default_for,
+    "fastest": PerformanceSettings.fastest,
+    "low_memory": PerformanceSettings.low_memory_for,
+}
+
+
+def preset(name: str, device: str | torch.device) -> PerformanceSettings:
+    """The named preset (`default`, `fastest`, `low_memory`) for `device`; the CLI's and app's --performance."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown performance preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name](device)
+
+
 def transformers_of(components: WanComponents) -> list[torch.nn.Module]:
     """Every transformer a generation may run: student or experts, and the teacher's."""
     c = components

@@ -18,6 +18,7 @@ from wan_t2i.constants import BOUNDARY_RATIO, NUM_TRAIN_TIMESTEPS, TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components
+from wan_t2i.performance import apply, preset
 from wan_t2i.samplers import SAMPLERS, sample_many, validate_sampling_args
 
 MODELS = ("student", "teacher")
@@ -84,9 +85,18 @@ class WanT2IPipeline:
         self.text_cache_size = text_cache_size
 
     @classmethod
-    def from_pretrained(cls, model_path=None, teacher_path=None, **kwargs) -> WanT2IPipeline:
-        """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model."""
-        return cls(load_components(model_path, teacher_path, **kwargs))
+    def from_pretrained(
+        cls, model_path=None, teacher_path=None, *, performance: str = "default", **kwargs
+    ) -> WanT2IPipeline:
+        """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
+
+        `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory"), applied to the
+        loaded modules for their device; see benchmarks/RESULTS.md for what each buys.
+        """
+        components = load_components(model_path, teacher_path, **kwargs)
+        settings = preset(performance, components.device)
+        apply(components, settings)
+        return cls(components, **settings.pipeline_kwargs())
 
     @property
     def size_multiple(self) -> int:
