@@ -15,13 +15,20 @@ from wan_t2i.samplers import (
     sample_many,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "wan_flow_unipc_schedules.json"
+# Timesteps and sigmas of Wan's official FlowUniPCMultistepScheduler (wan/utils/fm_solvers_unipc.py), copied from the
+# project's shared/reference/ so that the tests stand alone; the copy is checked against shared/ wherever it exists.
+REFERENCE = Path(__file__).parent / "data" / "wan_flow_unipc_schedules.json"
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / REFERENCE.name
 
 
 def load_reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.fail(f"reference schedules not found at {REFERENCE}: the shared/ folder must sit beside the checkout")
     return json.loads(REFERENCE.read_text())
+
+
+def test_reference_copy_matches_shared():
+    if not SHARED_REFERENCE.exists():
+        pytest.skip(f"no shared/ folder beside the checkout ({SHARED_REFERENCE.parent}) to compare the copy with")
+    assert json.loads(SHARED_REFERENCE.read_text()) == load_reference()
 
 
 @pytest.mark.parametrize("name", ["shift5_steps20", "shift3_steps50", "shift12_steps40", "shift5_steps50"])
