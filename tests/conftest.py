@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,13 @@ def save_tiny_wan(folder: Path, *, two_experts: bool = False, defaults: dict | N
     if defaults is not None:
         (folder / "wan_t2i.json").write_text(json.dumps(defaults))
     return folder
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for an app launched by a test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 TINY_DEFAULTS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -23,16 +23,6 @@ from wan_t2i.pipeline import WanT2IPipeline
 
 PROMPT = "A serene lake at sunset"
 STEPS = 3
-pytestmark = [  # Gradio's queue logs through pandas APIs that pandas 3 deprecates; not ours to fix
-    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pixels(image: Image.Image | str) -> np.ndarray:
