@@ -12,8 +12,9 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from transformers import UMT5EncoderModel
 
 from wan_t2i.constants import TEXT_LEN
+from wan_t2i.demo.card import write_model_card
 from wan_t2i.demo.components import TINY, build_text_encoder
-from wan_t2i.demo.train import TINY_RECIPE, encode_latents, encode_prompts, main, render_dataset, write_model_card
+from wan_t2i.demo.train import TINY_RECIPE, encode_latents, encode_prompts, main, render_dataset
 
 MB = 1_000_000
 SEED = 3
