@@ -175,8 +175,13 @@ def details(generation: Generation) -> dict:
     return {"seed": generation.seed, "timings": generation.timings, "results": results}
 
 
-def create_demo(pipe: WanT2IPipeline) -> gr.Blocks:
-    """The whole UI and its two API endpoints (`/generate`, `/compare`) around one loaded pipeline."""
+def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blocks:
+    """The whole UI and its two API endpoints (`/generate`, `/compare`) around one loaded pipeline.
+
+    `render_on_load` fills in the first example prompt and renders the comparison as each page opens, so a visitor
+    sees the story at once; meant for small models (the embedded demo model: about 1.3 s on a CPU), not for GPUs
+    shared by many visitors.
+    """
     d = pipe.defaults
     has_teacher = pipe.components.has_teacher
 
@@ -320,7 +325,7 @@ def create_demo(pipe: WanT2IPipeline) -> gr.Blocks:
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
                 label="Prompt", placeholder="A serene lake at sunset", lines=1, max_lines=3, scale=5,
-                autofocus=True, elem_id="prompt",
+                autofocus=True, elem_id="prompt", value=EXAMPLES[0] if render_on_load else None,
             )  # fmt: skip
             button = gr.Button("Generate", variant="primary", scale=1, elem_id="generate")
         with gr.Row(equal_height=True):
@@ -363,9 +368,9 @@ def create_demo(pipe: WanT2IPipeline) -> gr.Blocks:
             summary = gr.Markdown(elem_id="summary")
         gr.Examples([[text] for text in EXAMPLES], inputs=[prompt])
 
-        # The UI's own event: Enter in the prompt or the button.
+        # The UI's own event: Enter in the prompt or the button (and the page opening, with render_on_load).
         gr.on(
-            [prompt.submit, button.click],
+            [prompt.submit, button.click] + ([demo.load] if render_on_load else []),
             generate_ui,
             inputs=[prompt, negative_prompt, side_by_side, sampler_a, sampler_b, model_a, model_b]
             + [steps, shift, guidance_scale, seed, randomize_seed, resolution],
@@ -450,6 +455,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env("WAN_T2I_PERFORMANCE", "default"),
         help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see benchmarks/RESULTS.md",
     )
+    parser.add_argument(
+        "--render_on_load",
+        choices=["auto", "yes", "no"],
+        default=env("WAN_T2I_RENDER_ON_LOAD", "auto"),
+        help="render the first example as each page opens; auto: only for the embedded demo model",
+    )
     parser.add_argument("--server_name", default=None, help="default: 127.0.0.1 (GRADIO_SERVER_NAME overrides)")
     parser.add_argument("--server_port", type=int, default=None, help="default: 7860 (GRADIO_SERVER_PORT overrides)")
     return parser.parse_args(argv)
@@ -473,6 +484,9 @@ if __name__ == "__main__" or os.environ.get("SPACE_ID"):
         pipe = load_pipeline(args)
     except ModelLoadError as error:
         sys.exit(f"app.py: {error}")
-    demo = create_demo(pipe)
+    embedded = args.model_path is None and args.teacher_path is None
+    demo = create_demo(
+        pipe, render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded)
+    )
     if __name__ == "__main__":
         demo.launch(server_name=args.server_name, server_port=args.server_port)

@@ -119,6 +119,28 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
     print(f"screenshot: {tmp_path / 'compare.png'}")
 
 
+@pytest.mark.browser
+def test_page_opens_on_the_comparison_when_asked(tiny_pipe) -> None:
+    """render_on_load (on for the embedded demo model): the first visit shows both images without a click."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
+    import app
+
+    demo = app.create_demo(tiny_pipe, render_on_load=True)
+    _, local_url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        with open_page(local_url) as page:
+            page.locator("#image-a img").wait_for(state="visible")
+            page.locator("#image-b img").wait_for(state="visible")
+            page.locator("#summary").get_by_text("Seed").wait_for()
+            assert page.locator("#prompt textarea").input_value() == app.EXAMPLES[0]
+            assert "legacy_ddim" in page.locator("#summary").inner_text()
+    finally:
+        demo.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """`--screenshot PATH`: the comparison on the embedded demo model (or --teacher_path), as a PNG for the README."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
