@@ -175,6 +175,21 @@ def details(generation: Generation) -> dict:
     return {"seed": generation.seed, "timings": generation.timings, "results": results}
 
 
+def generate_kwargs(request: Request) -> dict:
+    """`WanT2IPipeline.generate`'s keyword arguments for a request."""
+    return dict(
+        samplers=list(request.samplers),
+        models=list(request.models) if request.models is not None else None,
+        negative_prompt=request.negative_prompt,
+        steps=request.steps,
+        shift=request.shift,
+        guidance_scale=request.guidance_scale,
+        seed=request.seed,
+        height=request.height,
+        width=request.width,
+    )
+
+
 def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blocks:
     """The whole UI and its two API endpoints (`/generate`, `/compare`) around one loaded pipeline.
 
@@ -193,19 +208,7 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
             if progress is not None:
                 progress((i, total), desc="sampling", unit="steps")
 
-        return pipe.generate(
-            request.prompt,
-            samplers=list(request.samplers),
-            models=list(request.models) if request.models is not None else None,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            shift=request.shift,
-            guidance_scale=request.guidance_scale,
-            seed=request.seed,
-            height=request.height,
-            width=request.width,
-            progress=step,
-        )
+        return pipe.generate(request.prompt, **generate_kwargs(request), progress=step)
 
     def run(request: Request, randomize_seed: Any, progress: gr.Progress | None) -> Generation:
         """Check what the pipeline does not, then render; every ValueError becomes a message for the user."""
@@ -214,6 +217,7 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
         if randomize_seed:
             request = Request(**(asdict(request) | {"seed": None}))
         try:
+            pipe.check_arguments(request.prompt, **generate_kwargs(request))  # before a GPU is granted (ZeroGPU)
             return render(request, progress)
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from error

@@ -220,3 +220,17 @@ def test_student_against_teacher_through_the_api(tiny_wan_dir: Path, tmp_path: P
     assert_same_image(student, expected["student/flow_unipc"])
     assert_same_image(teacher, expected["teacher/flow_unipc"])
     assert np.abs(pixels(student) - pixels(teacher)).max() > 0  # two different transformers
+
+
+def test_bad_input_is_refused_before_the_gpu_is_asked_for(
+    client: Client, tiny_pipe: WanT2IPipeline, monkeypatch
+) -> None:
+    """On ZeroGPU every call of the sampling function takes a GPU slot; a bad request must not get that far."""
+    sampled = []
+    original = tiny_pipe.generate
+    monkeypatch.setattr(tiny_pipe, "generate", lambda *a, **k: sampled.append(1) or original(*a, **k))
+    with pytest.raises(AppError, match="shift must be a finite number > 0"):
+        client.predict(PROMPT, steps=STEPS, shift=-1, api_name="/compare")
+    assert sampled == []
+    client.predict(PROMPT, steps=1, seed=2, randomize_seed=False, api_name="/generate")
+    assert sampled == [1]

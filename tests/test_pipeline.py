@@ -175,3 +175,12 @@ def test_student_against_teacher_from_one_seed(tiny_wan_dir, tmp_path):
         both["teacher/flow_unipc"].latents, teacher_alone["flow_unipc"].latents, atol=1e-4, rtol=0
     )
     assert not torch.allclose(both["student/flow_unipc"].latents, both["teacher/flow_unipc"].latents)
+
+
+def test_check_arguments_validates_without_sampling(tiny_pipe, monkeypatch):
+    calls = count_calls(tiny_pipe.components.transformer, monkeypatch)
+    resolved = tiny_pipe.check_arguments("a lake", samplers=["legacy_ddim", "flow_unipc"])
+    assert resolved["steps"] == 4 and resolved["height"] == 32 and resolved["seed"] is None
+    with pytest.raises(ValueError, match="steps must be an integer from 1 to 1000, got 0"):
+        tiny_pipe.check_arguments("a lake", steps=0)
+    assert calls == []

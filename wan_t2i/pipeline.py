@@ -242,8 +242,7 @@ class WanT2IPipeline:
         return [Image.fromarray(p.numpy()) for p in pixels]
 
     # The whole call --------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def generate(
+    def check_arguments(
         self,
         prompt: str,
         *,
@@ -257,15 +256,10 @@ class WanT2IPipeline:
         seed: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        progress: Progress | None = None,
-    ) -> Generation:
-        """Render `prompt` with each sampler (on the student, or the teacher where `models` says so).
+    ) -> dict:
+        """Validate `generate`'s arguments without sampling and fill in the model's defaults (not the seed).
 
-        Every branch starts from the same seeded noise and the same text embeddings, and all branches share one
-        transformer forward per step where their models coincide. Raises ValueError for any bad argument.
-
-        Returns:
-            A Generation: per branch the image, final latents, diagnostics, time and parameters; the seed used.
+        Raises the ValueError `generate` would; a server calls it before it asks for a GPU (ZeroGPU).
         """
         d = self.defaults
         if not isinstance(prompt, str) or not prompt.strip():
@@ -290,10 +284,69 @@ class WanT2IPipeline:
         )
         height, width = d.height if height is None else height, d.width if width is None else width
         self._check_size(height, width)
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+        return dict(
+            prompt=prompt,
+            branches=branches,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            shift=shift,
+            g_high=g_high,
+            g_low=g_low,
+            seed=seed,
+            height=height,
+            width=width,
+        )
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: str,
+        *,
+        samplers: Sequence[str] = ("flow_unipc",),
+        models: Sequence[str] | None = None,
+        negative_prompt: str | None = None,
+        steps: int | None = None,
+        shift: float | None = None,
+        guidance_scale: float | None = None,
+        guidance_scale_2: float | None = None,
+        seed: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        progress: Progress | None = None,
+    ) -> Generation:
+        """Render `prompt` with each sampler (on the student, or the teacher where `models` says so).
+
+        Every branch starts from the same seeded noise and the same text embeddings, and all branches share one
+        transformer forward per step where their models coincide. Raises ValueError for any bad argument
+        (see `check_arguments`); `seed=None` draws one, returned in the result.
+
+        Returns:
+            A Generation: per branch the image, final latents, diagnostics, time and parameters; the seed used.
+        """
+        d = self.defaults
+        args = self.check_arguments(
+            prompt,
+            samplers=samplers,
+            models=models,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            shift=shift,
+            guidance_scale=guidance_scale,
+            guidance_scale_2=guidance_scale_2,
+            seed=seed,
+            height=height,
+            width=width,
+        )
+        branches, negative_prompt, steps, shift = (
+            args["branches"],
+            args["negative_prompt"],
+            args["steps"],
+            args["shift"],
+        )
+        g_high, g_low, height, width = args["g_high"], args["g_low"], args["height"], args["width"]
+        seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
 
         start = time.perf_counter()
         cond = self.encode_prompt(prompt)
