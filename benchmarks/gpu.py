@@ -836,6 +836,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting measurements after this (s)")
     parser.add_argument("--out", default=None, help="raw JSON (default benchmarks/results_gpu.json)")
     parser.add_argument("--results-md", default=None, help="the table (default benchmarks/RESULTS.md)")
+    parser.add_argument("--ttfi", default=None, help="model@HxW for the ttfi section, e.g. 14b@1024x1024")
     parser.add_argument("--child-ttfi", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--attention", default="cudnn", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
@@ -846,6 +847,11 @@ def main() -> None:
     scale = SMOKE if args.smoke else FULL
     if scale.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on the CPU")
+    if args.ttfi:
+        model, _, size = args.ttfi.partition("@")
+        if model not in scale.transformers or "x" not in size:
+            parser.error(f"--ttfi takes MODEL@HxW, MODEL one of {', '.join(scale.transformers)}; got {args.ttfi}")
+        scale = replace(scale, ttfi=(model, tuple(int(v) for v in size.split("x"))))
     smoke_dir = Path(tempfile.gettempdir()) / "wan_t2i_gpu_smoke"
     args.out = args.out or str(smoke_dir / "results.json" if args.smoke else ROOT / "benchmarks/results_gpu.json")
     args.results_md = args.results_md or str(smoke_dir / "RESULTS.md" if args.smoke else ROOT / "benchmarks/RESULTS.md")
