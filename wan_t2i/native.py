@@ -324,6 +324,16 @@ def load_native_transformer(
     return model
 
 
+def _read_pth_with_config(path: Path, config_from_shapes: Callable[[dict], Any]) -> tuple[dict, dict, Any]:
+    """Memory-map a `.pth` state dict and infer its model config from the tensor shapes (errors name the file)."""
+    state_dict = _read_pth(path)
+    shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
+    try:
+        return state_dict, shapes, config_from_shapes(shapes)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
 def load_native_vae(folder: Path, *, device: Device = "cpu", dtype: torch.dtype | None = None) -> AutoencoderKLWan:
     """Load Wan 2.1's VAE from `folder`/Wan2.1_VAE.pth (or that file itself), memory-mapped.
 
@@ -334,12 +344,7 @@ def load_native_vae(folder: Path, *, device: Device = "cpu", dtype: torch.dtype 
     path = folder if folder.is_file() else folder / VAE_CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (Wan's VAE)")
-    state_dict = _read_pth(path)
-    shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
-    try:
-        config = vae_config_from_shapes(shapes)
-    except (ValueError, KeyError) as error:
-        raise ValueError(f"{path}: {error}") from error
+    state_dict, shapes, config = _read_pth_with_config(path, vae_config_from_shapes)
     with _parameters_on_meta():
         vae = AutoencoderKLWan(**config)
     _fill(vae, vae_key_map(state_dict), state_dict.__getitem__, shapes, label=str(path), device=device, dtype=dtype)
@@ -359,12 +364,7 @@ def load_native_text_encoder(
     for needed in (path, tokenizer_folder):
         if not needed.exists():
             raise FileNotFoundError(f"{needed} not found (Wan's UMT5 text encoder)")
-    state_dict = _read_pth(path)
-    shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
-    try:
-        config = umt5_config_from_shapes(shapes)
-    except (ValueError, KeyError) as error:
-        raise ValueError(f"{path}: {error}") from error
+    state_dict, shapes, config = _read_pth_with_config(path, umt5_config_from_shapes)
     with _parameters_on_meta():
         text_encoder = UMT5EncoderModel(config)
     # transformers keeps `_keep_in_fp32_modules` (UMT5's `wo`) in float32 only for float16.

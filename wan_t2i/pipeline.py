@@ -19,7 +19,7 @@ from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components
 from wan_t2i.performance import apply, preset
-from wan_t2i.samplers import SAMPLERS, sample_many, validate_sampling_args
+from wan_t2i.samplers import SAMPLERS, check_sampler, sample_many, validate_sampling_args
 
 MODELS = ("student", "teacher")
 MAX_PROMPT_CHARS = 2000  # UMT5 reads at most 512 tokens (about 2000 characters of English); longer is a mistake
@@ -153,8 +153,7 @@ class WanT2IPipeline:
         if len(models) != len(samplers):
             raise ValueError(f"got {len(models)} models for {len(samplers)} samplers; give one model per sampler")
         for sampler, model in zip(samplers, models, strict=True):
-            if sampler not in SAMPLERS:
-                raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            check_sampler(sampler)
             if model not in MODELS:
                 raise ValueError(f"unknown model {model!r}; choose 'student' or 'teacher'")
             if model == "teacher" and not self.components.has_teacher:
@@ -193,14 +192,15 @@ class WanT2IPipeline:
         forward, then combined as uncond + g (cond - uncond) with the expert's own guidance scale g.
         """
 
-        def route(model: str, t: torch.Tensor) -> tuple[torch.nn.Module, float]:
+        def route(model: str, t: int) -> tuple[torch.nn.Module, float]:
             high, low, boundary = self._experts(model)
             if low is not None and t < (boundary or BOUNDARY_RATIO) * NUM_TRAIN_TIMESTEPS:
                 return low, guidance[1]
             return high, guidance[0]
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            routes = [route(model, t_r) for model, t_r in zip(row_models, t, strict=True)]
+            # One device-to-host read per step; comparing each row's GPU scalar in Python would sync once per row.
+            routes = [route(model, t_r) for model, t_r in zip(row_models, t.tolist(), strict=True)]
             scales = torch.tensor([g for _, g in routes], device=x.device).view(-1, 1, 1, 1, 1)
             guided = [r for r, (_, g) in enumerate(routes) if g != 1 and uncond is not None]
             rows = list(range(len(x))) + guided  # conditional rows, then the unconditional twins of guided rows

@@ -30,10 +30,15 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-def validate_sampling_args(sampler: str, steps: int, shift: float) -> None:
-    """Raise ValueError naming the bad value and the allowed range."""
+def check_sampler(sampler: str) -> None:
+    """Raise ValueError for a sampler name that is not one of `SAMPLERS`."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def validate_sampling_args(sampler: str, steps: int, shift: float) -> None:
+    """Raise ValueError naming the bad value and the allowed range."""
+    check_sampler(sampler)
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
     if isinstance(shift, bool) or not isinstance(shift, int | float) or not math.isfinite(shift) or shift <= 0:
