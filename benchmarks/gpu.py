@@ -11,8 +11,11 @@ resolution (20 steps, guidance 5, bf16 transformer and text encoder, fp32 VAE as
   ours       with PerformanceSettings.fastest: a new prompt each run (text cache cold), and `ours_warm` with one prompt;
   pair       the A/B pair legacy_ddim + flow_unipc in one batched run;
   floor_bN   the 20 transformer forwards alone at batch N, with their share of the bf16 matmul peak (MFU);
-and, once: `peak` (8192^3 bf16 matmul), `lowmem` (the 14B with low_memory_for settings), and `ttfi` (time to the first
-image of a fresh process, compile included, cold compiler cache). Each image is checked against the eager one (PSNR).
+and, once: `peak` (8192^3 bf16 matmul), `lowmem` (the 14B with low_memory_for settings, starting from modules in CPU
+memory as `load_components(offload=True)` leaves them), `ttfi` (time to the first image of a fresh process, compile
+included, cold compiler cache) and `cudagraphs` (the 1.3B with CUDA graphs on top of `fastest`: an experiment, not a
+preset). Each image is checked against the eager one (PSNR). `ours` and `pair` also record where their time goes
+(text encoding, denoising loop, VAE decode: the pipeline's own timings, synchronised at each phase's end).
 JSON and RESULTS.md are rewritten after every measurement, so a run cut short still leaves its numbers.
 """
 
@@ -80,6 +83,7 @@ class Counts:
     warm_runs: int = 0  # ours with the text cache warm
     pair_runs: int = 1
     floor_runs: int = 1  # timed 20-forward loops per batch size
+    floor_warmup: int = 1  # untimed loops first (GPU clocks settle after the compile pause)
     pair_eager: bool = False  # also render the eager pair (a PSNR reference for the optimised pair)
 
 
@@ -98,7 +102,8 @@ class Scale:
     peak_size: int = 8192
     lowmem: tuple[str, tuple[int, int]] = ("14b", (480, 832))
     ttfi: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
-    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 70.0, "ttfi": 100.0})
+    cudagraphs: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
+    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 110.0, "ttfi": 60.0, "cudagraphs": 60.0})
     budget_s: float = 480.0  # seconds from start-up; the lead's one GPU call is about 9 minutes
 
 
@@ -112,8 +117,8 @@ FULL = Scale(
     counts={
         ("1.3b", (480, 832)): Counts(2, 5, runs=5, warm_runs=5, pair_runs=5, floor_runs=3, pair_eager=True),
         ("1.3b", (1024, 1024)): Counts(1, 2, runs=3, warm_runs=2, pair_runs=2, floor_runs=1),
-        ("14b", (1024, 1024)): Counts(1, 2, runs=2, warm_runs=0, pair_runs=1, floor_runs=1),
-        ("14b", (480, 832)): Counts(1, 2, runs=2, warm_runs=0, pair_runs=1, floor_runs=1),
+        ("14b", (1024, 1024)): Counts(1, 2, runs=2, warm_runs=2, pair_runs=1, floor_runs=1, floor_warmup=0),
+        ("14b", (480, 832)): Counts(1, 2, runs=2, warm_runs=2, pair_runs=1, floor_runs=1, floor_warmup=0),
     },
 )
 SMOKE = Scale(
@@ -131,7 +136,8 @@ SMOKE = Scale(
     peak_size=256,
     lowmem=("14b", (64, 64)),
     ttfi=("1.3b", (64, 64)),
-    reserve_s={"lowmem": 10.0, "ttfi": 60.0},
+    cudagraphs=("1.3b", (64, 64)),
+    reserve_s={"lowmem": 10.0, "ttfi": 60.0, "cudagraphs": 20.0},
     budget_s=600.0,
 )
 SMOKE_COUNTS = Counts(1, 2, runs=2, warm_runs=1, pair_runs=1, floor_runs=1, pair_eager=True)
@@ -261,10 +267,18 @@ def run_ours(pipe: WanT2IPipeline, prompt: str, size: tuple[int, int], steps: in
 
 
 def measure(run: Callable[[], object], warmup: int, runs: int, **extra) -> dict:
+    """Median of `runs` timed calls after `warmup`; for this project's runs also the median of each phase."""
     reset_peak()
     for _ in range(warmup):
         timed(run)
-    times = [timed(run)[0] for _ in range(runs)]
+    times, phases = [], {}
+    for _ in range(runs):
+        seconds, out = timed(run)
+        times.append(seconds)
+        for phase, value in (getattr(out, "timings", None) or {}).items():
+            phases.setdefault(phase, []).append(value)
+    if phases:
+        extra["phases_s"] = {phase: statistics.median(values) for phase, values in phases.items()}
     return summary(times, warmup=warmup, **extra)
 
 
@@ -283,7 +297,9 @@ def forward_inputs(transformer, batch: int, size: tuple[int, int], device: str) 
 
 
 @torch.inference_mode()
-def measure_floor(transformer, batch: int, size: tuple[int, int], steps: int, runs: int, peak_tflops: float | None):
+def measure_floor(
+    transformer, batch: int, size: tuple[int, int], steps: int, runs: int, peak_tflops: float | None, warmup: int = 1
+):
     """`steps` forwards alone at `batch`; the first forward (which compiles a new shape) is timed on its own."""
     inputs = forward_inputs(transformer, batch, size, str(transformer.device))
     reset_peak()
@@ -293,12 +309,41 @@ def measure_floor(transformer, batch: int, size: tuple[int, int], steps: int, ru
         for _ in range(steps):
             transformer(**inputs)
 
+    for _ in range(warmup):
+        loop()
     times = [timed(loop)[0] for _ in range(runs)]
     tokens = (size[0] // 16) * (size[1] // 16)
     flops = transformer_flops(transformer.config, tokens) * batch * steps
     median = statistics.median(times)
     mfu = flops / median / (peak_tflops * 1e12) if peak_tflops else None
     return summary(times, first_forward_s=first_s, tflop=flops / 1e12, tflops=flops / median / 1e12, mfu=mfu), out
+
+
+def solver_loop(size: tuple[int, int], steps: int, device: str) -> dict:
+    """The samplers' own cost over `steps` steps with a free stand-in model, against diffusers' UniPC `step` (which
+    waits on the device several times per step): what the denoising loop spends besides the transformer."""
+    from wan_t2i.samplers import sample_many, wan_unipc_scheduler
+
+    x = torch.randn(1, 16, 1, size[0] // 8, size[1] // 8, device=device)
+
+    def stand_in(x, t):
+        return x * 0.01
+
+    def diffusers_unipc():
+        scheduler, sample = wan_unipc_scheduler(steps, SHIFT), x
+        for t in scheduler.timesteps:
+            sample = scheduler.step(stand_in(sample, t), t, sample, return_dict=False)[0]
+
+    runs = {
+        "flow_unipc": lambda: sample_many(stand_in, [x], samplers=["flow_unipc"], steps=steps, shift=SHIFT),
+        "pair": lambda: sample_many(stand_in, [x, x], samplers=["legacy_ddim", "flow_unipc"], steps=steps, shift=SHIFT),
+        "diffusers_unipc_step": diffusers_unipc,
+    }
+    report = {}
+    for name, run in runs.items():
+        run()
+        report[f"{name}_s"] = statistics.median(timed(run)[0] for _ in range(5))
+    return report
 
 
 def matmul_peak(n: int, device: str, dtype: torch.dtype, repeats: int = 5, inner: int = 10) -> dict:
@@ -352,6 +397,7 @@ class Bench:
         self.start = time.perf_counter()
         self.results: dict = {"meta": environment(args), "items": {}, "errors": [], "skipped": []}
         self.prompts = Prompts()
+        self.references: dict[tuple[str, tuple[int, int]], dict] = {}  # eager images and forward, per model and size
 
     def resolutions(self, model: str) -> list[tuple[int, int]]:
         return [s for s in self.scale.resolutions[model] if self.wanted is None or s in self.wanted]
@@ -496,6 +542,37 @@ def derived(items: dict) -> dict:
     return out
 
 
+EXTRA_SECTIONS = ("lowmem", "ttfi", "cudagraphs")
+
+
+def profile_lines(items: dict, shapes: list[str]) -> list[str]:
+    """Where each run's time goes: the pipeline's phases against the bare transformer loop at the same batch."""
+    lines = [
+        "",
+        "Where the time goes (medians of the pipeline's own phase timings, synchronised; `loop - floor` is what the "
+        "denoising loop spends beyond the 20 bare transformer forwards: solver steps, guidance, routing):",
+        "",
+        "| model @ size / run | total | text encoding | denoising loop | floor | loop - floor | VAE decode |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = [(f"{shape}/{run}", f"{shape}/floor_b{batch}") for shape in shapes
+            for run, batch in (("ours", 2), ("ours_warm", 2), ("pair", 4))]  # fmt: skip
+    runs += [(key, f"{key.split('/', 1)[1]}/floor_b2") for key in items if key.startswith("lowmem/")]
+    for key, floor_key in runs:
+        value = items.get(key) or {}
+        phases = value.get("phases_s")
+        if not phases:
+            continue
+        floor = (items.get(floor_key) or {}).get("median_s")
+        loop = phases.get("denoise")
+        extra = fmt(loop - floor, ".3f") if floor is not None and loop is not None else "-"
+        lines.append(
+            f"| {key} | {fmt(value.get('median_s'), '.3f')} | {fmt(phases.get('encode'), '.3f')} | {fmt(loop, '.3f')} "
+            f"| {fmt(floor, '.3f')} | {extra} | {fmt(phases.get('decode'), '.3f')} |"
+        )
+    return lines if len(lines) > 5 else []
+
+
 def write_results_md(results: dict, path: Path) -> None:
     meta, items = results["meta"], results["items"]
     ratios = derived(items)
@@ -523,9 +600,7 @@ def write_results_md(results: dict, path: Path) -> None:
         "| floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    shapes = list(
-        dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(("lowmem", "ttfi")))
-    )
+    shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
     for shape in shapes:
 
         def floor(batch: int, shape=shape) -> str:
@@ -544,12 +619,33 @@ def write_results_md(results: dict, path: Path) -> None:
             f"/ {cell(items, f'{shape}/pair', 'peak_gb', '.1f')} "
             f"| {cell(items, f'{shape}/ours', 'psnr_db', '.1f')} / {cell(items, f'{shape}/pair', 'psnr_db', '.1f')} |"
         )
+    lines += profile_lines(items, shapes)
     lines += ["", "| other | result |", "|---|---|"]
     for key, value in items.items():
-        if key.startswith("lowmem/"):
+        if "error" in value and key.startswith(EXTRA_SECTIONS):
+            lines.append(f"| {key} | {value['error']} |")
+        elif key.startswith("lowmem/"):
             lines.append(
-                f"| {key} | {cell(items, key)} s, peak {cell(items, key, 'peak_gb', '.1f')} GB, "
-                f"{fmt(value.get('slowdown_vs_ours'), '.1f')}x the optimised time |"
+                f"| {key} (from CPU memory, {value.get('steps_run')} steps) | {cell(items, key)} s, "
+                f"{fmt(value.get('slowdown_vs_ours'), '.1f')}x the optimised time; peak "
+                f"{cell(items, key, 'peak_gb', '.1f')} GB generating, {cell(items, key, 'apply_peak_gb', '.1f')} GB "
+                f"setting up ({cell(items, key, 'apply_s', '.0f')} s to pin the weights); PSNR vs eager "
+                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
+            )
+        elif key.endswith("/solver_loop"):
+            lines.append(
+                f"| {key} (all steps, no model) | flow_unipc {fmt(1e3 * value.get('flow_unipc_s', 0), '.1f')} ms, "
+                f"pair {fmt(1e3 * value.get('pair_s', 0), '.1f')} ms; diffusers' UniPC `step` "
+                f"{fmt(1e3 * value.get('diffusers_unipc_step_s', 0), '.1f')} ms |"
+            )
+        elif key.startswith("cudagraphs/"):
+            pair = value.get("pair") or {}
+            lines.append(
+                f"| {key} (`fastest` + CUDA graphs) | one image {cell(items, key)} s "
+                f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs), pair "
+                f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image); first "
+                f"image {cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager "
+                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
             )
         elif key.startswith("ttfi/"):
             lines.append(
@@ -669,7 +765,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
     if "components" not in holder:
         return None
     components = holder.pop("components")
-    references: dict = {}
+    references = {size: bench.references.setdefault((model, size), {}) for size in sizes}
 
     # A. Eager: stock diffusers, and this project's pipeline exactly as loaded (the reference images).
     stock = stock_pipeline(components)
@@ -686,7 +782,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
         def eager_reference(size=size, n=n):
             reset_peak()
             seconds, generation = timed(lambda: run_ours(eager, REFERENCE_PROMPT, size, steps))
-            references[size] = {"one": generation["flow_unipc"].image}
+            references[size]["one"] = generation["flow_unipc"].image
             result = {"median_s": seconds, "times_s": [seconds], "peak_gb": peak_gb()}
             stock_image = run_stock(stock, REFERENCE_PROMPT, size, steps)
             result["psnr_vs_stock_db"] = psnr(generation["flow_unipc"].image, stock_image)  # differ: grids differ
@@ -701,16 +797,18 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
         bench.item(model, f"{key}/ours_eager", eager_reference, need_s=3 * estimate)
 
     # B. Optimised: settings applied in place, then every shape compiles at its first forward (the floor's).
-    settings = settle_settings(bench, model, components, optimised_settings(bench, model), sizes[0])
-    pipe = WanT2IPipeline(components, **settings.pipeline_kwargs())
+    settle_settings(bench, model, components, optimised_settings(bench, model), sizes[0])
+    pipe = WanT2IPipeline(components)
     peak_tflops = (bench.results["items"].get("peak") or {}).get("tflops")
     for size in sizes:
         key, n = tag(model, size), counts[size]
         estimate = ((bench.results["items"].get(f"{key}/stock") or {}).get("median_s") or 0.0) * 0.8
 
         def floor(batch, size=size, n=n):
-            result, out = measure_floor(components.transformer, batch, size, steps, n.floor_runs, peak_tflops)
-            reference = references.get(size, {}).get("forward")
+            result, out = measure_floor(
+                components.transformer, batch, size, steps, n.floor_runs, peak_tflops, n.floor_warmup
+            )
+            reference = references[size].get("forward")
             if batch == 2 and reference is not None:
                 result["rel_error_vs_eager"] = ((out.float() - reference).norm() / reference.norm()).item()
             return result
@@ -719,7 +817,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
             reset_peak()
             check_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps))
             result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps), 0, n.runs, check_run_s=check_s)
-            if size in references:
+            if "one" in references[size]:
                 result["psnr_db"] = psnr(generation["flow_unipc"].image, references[size]["one"])
             return result
 
@@ -733,7 +831,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
             check_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps, samplers))
             result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps, samplers), 0, n.pair_runs)
             result["check_run_s"] = check_s
-            if size in references:
+            if "one" in references[size]:
                 result["psnr_db"] = psnr(generation["flow_unipc"].image, references[size]["one"])
                 if "pair" in references[size]:
                     result["psnr_legacy_vs_eager_pair_db"] = psnr(
@@ -741,6 +839,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
                     )
             return result
 
+        bench.item(model, f"{key}/solver_loop", lambda size=size: solver_loop(size, steps, scale.device))
         bench.item(model, f"{key}/floor_b2", lambda: floor(2), need_s=estimate)
         bench.item(model, f"{key}/ours", ours, need_s=(n.runs + 1) * estimate)
         if n.warm_runs:
@@ -758,24 +857,74 @@ def bench_lowmem(bench: Bench, components: WanComponents | None, text_encoder, t
         nonlocal components
         if components is None:
             components = build_components(model, bench.scale, text_encoder, tokenizer)
+        restore_default_flags()
+        torch._dynamo.reset()
+        apply(components, PerformanceSettings())  # undo the optimised section's compilation and bf16 VAE
+        components.vae.float()
+        # Start where load_components(offload=True) leaves a model: transformer and text encoder in CPU memory.
+        to_cpu_s, _ = timed(lambda: [m.to("cpu") for m in (components.transformer, components.text_encoder)])
+        reset_peak()
         settings = PerformanceSettings.low_memory_for(bench.scale.device)
-        seconds_apply, _ = timed(lambda: apply(components, settings))
-        pipe = WanT2IPipeline(components, **settings.pipeline_kwargs())
+        apply_s, _ = timed(lambda: apply(components, settings))
+        apply_peak = peak_gb()
+        pipe = WanT2IPipeline(components)
         with torch.inference_mode():  # the first offloaded forward records the block order for prefetching
             inputs = forward_inputs(components.transformer, 2, size, bench.scale.device)
             warm_s, _ = timed(lambda: components.transformer(**inputs))
+        first_encode_s, _ = timed(lambda: pipe.encode_prompt(NEGATIVE))  # likewise for the text encoder
         # Peak memory does not depend on the number of steps: if 20 offloaded steps do not fit the budget, run 2.
         estimate = bench.scale.steps * warm_s + 10.0
         steps = bench.scale.steps if bench.allows("lowmem", estimate) else 2
-        result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps), 0, 1)
+        reset_peak()
+        seconds, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps))  # a prompt not yet seen
+        result = summary([seconds], phases_s=generation.timings)
         reference = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
-        slowdown = result["median_s"] / reference if reference and steps == bench.scale.steps else None
+        eager = bench.references.get((model, size), {}).get("one")
+        if steps == bench.scale.steps:
+            result["slowdown_vs_ours"] = seconds / reference if reference else None
+            if eager is not None:
+                result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
         return result | {
-            "settings": repr(settings), "apply_s": seconds_apply, "first_forward_s": warm_s, "steps_run": steps,
-            "estimated_full_s": estimate, "slowdown_vs_ours": slowdown,
+            "settings": repr(settings), "to_cpu_s": to_cpu_s, "apply_s": apply_s, "apply_peak_gb": apply_peak,
+            "first_forward_s": warm_s, "first_encode_s": first_encode_s, "steps_run": steps,
+            "estimated_full_s": estimate,
         }  # fmt: skip
 
     bench.item("lowmem", key, run)
+
+
+def bench_cudagraphs(bench: Bench, tokenizer) -> None:
+    """`fastest` plus CUDA graphs (torch.compile mode "reduce-overhead"): does replaying whole blocks beat launching
+    their kernels? An experiment for the record, not a preset."""
+    scale = bench.scale
+    model, size = scale.cudagraphs
+    key = f"cudagraphs/{tag(model, size)}"
+
+    def run():
+        components = build_components(model, scale, build_text_encoder(scale, len(tokenizer)), tokenizer)
+        settings = PerformanceSettings(compile=True, compile_mode="reduce-overhead")  # the CPU smoke run
+        if scale.device == "cuda":  # `fastest` as the model's section settled it (attention kernel, or not compiled)
+            fields = bench.results["meta"].get(f"settings_{model}_fields") or {}
+            settings = replace(PerformanceSettings.fastest("cuda"), compile_mode="reduce-overhead")
+            settings = replace(settings, attention=fields.get("attention", settings.attention))
+        restore_default_flags()
+        torch._dynamo.reset()
+        apply(components, settings)
+        pipe = WanT2IPipeline(components)
+        first_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+        result = measure(lambda: run_ours(pipe, bench.prompts(), size, scale.steps), 1, 3, first_image_s=first_s)
+        eager = bench.references.get((model, size), {}).get("one")
+        if eager is not None:
+            result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
+        samplers = ("legacy_ddim", "flow_unipc")
+        pair = measure(lambda: run_ours(pipe, bench.prompts(), size, scale.steps, samplers), 1, 2)
+        one = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
+        return result | {
+            "settings": repr(settings), "pair": pair, "vs_compiled": result["median_s"] / one if one else None,
+            "pair_vs_one": pair["median_s"] / result["median_s"],
+        }  # fmt: skip
+
+    bench.item("cudagraphs", key, run)
 
 
 def bench_ttfi(bench: Bench) -> None:
@@ -820,7 +969,7 @@ def child_ttfi(args) -> None:
         settings = PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
     settings = replace(settings, compile=settings.compile and not args.no_compile)
     apply(components, settings)
-    pipe = WanT2IPipeline(components, **settings.pipeline_kwargs())
+    pipe = WanT2IPipeline(components)
     first, _ = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
     report = {"import_s": imported, "build_s": built, "first_image_s": first, "second_image_s": second}
@@ -831,12 +980,15 @@ def main() -> None:
     start = time.time()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script end to end")
-    parser.add_argument("--sections", default="peak,1.3b,14b,lowmem,ttfi", help="comma-separated, run in this order")
+    parser.add_argument(
+        "--sections", default="peak,1.3b,14b,lowmem,cudagraphs,ttfi", help="comma-separated, run in this order"
+    )
     parser.add_argument("--resolutions", default=None, help="e.g. 480x832,1024x1024 (default: all of each model's)")
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting measurements after this (s)")
     parser.add_argument("--out", default=None, help="raw JSON (default benchmarks/results_gpu.json)")
     parser.add_argument("--results-md", default=None, help="the table (default benchmarks/RESULTS.md)")
-    parser.add_argument("--ttfi", default=None, help="model@HxW for the ttfi section, e.g. 14b@1024x1024")
+    parser.add_argument("--ttfi", default=None, help="MODEL@HxW for the ttfi section, e.g. 14b@1024x1024")
+    parser.add_argument("--lowmem", default=None, help="MODEL@HxW for the lowmem section (default 14b@480x832)")
     parser.add_argument("--child-ttfi", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--attention", default="cudnn", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
@@ -847,19 +999,22 @@ def main() -> None:
     scale = SMOKE if args.smoke else FULL
     if scale.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on the CPU")
-    if args.ttfi:
-        model, _, size = args.ttfi.partition("@")
-        if model not in scale.transformers or "x" not in size:
-            parser.error(f"--ttfi takes MODEL@HxW, MODEL one of {', '.join(scale.transformers)}; got {args.ttfi}")
-        scale = replace(scale, ttfi=(model, tuple(int(v) for v in size.split("x"))))
+    for name in ("ttfi", "lowmem"):
+        value = getattr(args, name)
+        if value:
+            model, _, size = value.partition("@")
+            if model not in scale.transformers or "x" not in size:
+                parser.error(f"--{name} takes MODEL@HxW, MODEL one of {', '.join(scale.transformers)}; got {value}")
+            scale = replace(scale, **{name: (model, tuple(int(v) for v in size.split("x")))})
     smoke_dir = Path(tempfile.gettempdir()) / "wan_t2i_gpu_smoke"
     args.out = args.out or str(smoke_dir / "results.json" if args.smoke else ROOT / "benchmarks/results_gpu.json")
     args.results_md = args.results_md or str(smoke_dir / "RESULTS.md" if args.smoke else ROOT / "benchmarks/RESULTS.md")
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - {"peak", "lowmem", "ttfi", *scale.transformers}
+    unknown = set(sections) - {"peak", "lowmem", "ttfi", "cudagraphs", *scale.transformers}
     if unknown:
         parser.error(
-            f"unknown sections {sorted(unknown)}; choose from peak, {', '.join(scale.transformers)}, lowmem, ttfi"
+            f"unknown sections {sorted(unknown)}; choose from peak, {', '.join(scale.transformers)}, lowmem, ttfi, "
+            "cudagraphs"
         )
     wanted = {tuple(int(v) for v in r.split("x")) for r in args.resolutions.split(",")} if args.resolutions else None
 
@@ -894,8 +1049,14 @@ def main() -> None:
         kept = text_encoder = None
         gc.collect()
         reset_peak()
-    if "ttfi" in sections:
-        bench_ttfi(bench)
+    for section in sections:  # the two that build their own models, in the order given
+        if section == "ttfi":
+            bench_ttfi(bench)
+        elif section == "cudagraphs":
+            bench_cudagraphs(bench, tokenizer)
+            gc.collect()
+            torch._dynamo.reset()
+            reset_peak()
     bench.save()
     log(f"done in {bench.elapsed():.0f} s; {len(bench.results['errors'])} errors; wrote {args.out}, {args.results_md}")
     print(Path(args.results_md).read_text(), flush=True)

@@ -40,7 +40,6 @@ def test_cpu_presets_change_nothing():
     assert PerformanceSettings.default_for("cpu") == PerformanceSettings()
     assert PerformanceSettings.fastest("cpu") == PerformanceSettings()
     assert PerformanceSettings.low_memory_for("cpu") == PerformanceSettings()
-    assert PerformanceSettings().pipeline_kwargs() == {"offload_text_encoder": False}
 
 
 def test_cuda_presets():
@@ -48,7 +47,6 @@ def test_cuda_presets():
     assert default.tf32 and not default.compile and default.vae_dtype is None and not default.low_memory
     low = PerformanceSettings.low_memory_for("cuda")
     assert low.low_memory and not low.compile
-    assert low.pipeline_kwargs() == {"offload_text_encoder": True}
 
 
 def test_fastest_on_cuda(monkeypatch):
@@ -84,12 +82,61 @@ def test_apply_defaults_on_cpu_changes_nothing(tiny_wan_dir):
     assert flags_after + (torch._C._get_sdp_priority_order(),) == flags
 
 
+@torch.inference_mode()
+def test_streamed_blocks_compute_the_same(tiny_wan_dir):
+    """Group offloading as low_memory sets it up (here CPU to CPU, no side stream): the UMT5 encoder, whose blocks sit
+    one level down (encoder.block) and whose embedding is tied, and the Wan transformer give the same outputs."""
+    from diffusers.hooks import HookRegistry
+
+    c = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    ids = torch.randint(0, c.text_encoder.config.vocab_size, (1, 12))
+    text_before = c.text_encoder(ids).last_hidden_state
+    x = torch.randn(2, c.transformer.config.in_channels, 1, 8, 8)
+    context = torch.randn(2, 12, c.transformer.config.text_dim)
+    t = torch.tensor([900, 100])
+    video_before = c.transformer(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
+    for module in (c.text_encoder, c.transformer):
+        performance.stream_blocks(module, torch.device("cpu"))
+        assert performance.is_offloaded(module)
+    for block in [*c.text_encoder.encoder.block, *c.transformer.blocks]:  # one group per block, not one for all
+        assert HookRegistry.check_if_exists_or_initialize(block).get_hook("group_offloading") is not None
+    assert torch.equal(c.text_encoder(ids).last_hidden_state, text_before)
+    video_after = c.transformer(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
+    assert torch.equal(video_after, video_before)
+
+
+def test_from_pretrained_low_memory_loads_the_large_modules_off_the_gpu(tiny_wan_dir, monkeypatch):
+    """With low_memory, the transformers and text encoder are loaded into CPU memory: a model larger than the GPU
+    must never be placed on it whole. (On this CPU the placement is the same; the call is what is checked.)"""
+    from wan_t2i import pipeline as pipeline_module
+
+    calls = []
+
+    def load_and_record(*args, **kwargs):
+        calls.append(kwargs)
+        return load_components(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "load_components", load_and_record)
+    monkeypatch.setattr(pipeline_module, "preset", lambda name, device: PerformanceSettings(low_memory=True))
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", performance="low_memory")
+    assert calls[0]["offload"] is True
+    assert pipe.generate("a lake", seed=1, steps=2)["flow_unipc"].image.size == (
+        pipe.defaults.width,
+        pipe.defaults.height,
+    )
+
+
 def test_apply_converts_the_vae_and_compiles_blocks_lazily(tiny_wan_dir):
     components = load_components(teacher_path=tiny_wan_dir, device="cpu")
     apply(components, PerformanceSettings(compile=True, vae_dtype=torch.bfloat16))
     assert components.vae.dtype == torch.bfloat16
     blocks = components.transformer.blocks
     assert all(block._compiled_call_impl is not None for block in blocks)  # wrapped now, compiled at the first forward
+    apply(components, PerformanceSettings())
+    assert not performance.is_compiled(components.transformer)
+    # CUDA graphs mode: every block call starts a new graph step; undoing the compilation removes that wrapper too.
+    apply(components, PerformanceSettings(compile=True, compile_mode="reduce-overhead"))
+    assert all(getattr(block._compiled_call_impl, "marks_graph_steps", False) for block in blocks)
     apply(components, PerformanceSettings())
     assert not performance.is_compiled(components.transformer)
 

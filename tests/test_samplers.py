@@ -9,10 +9,12 @@ import torch
 
 from wan_t2i.samplers import (
     SAMPLERS,
+    FlowUniPCSolver,
     flow_schedule,
     legacy_ddim_timesteps,
     sample,
     sample_many,
+    wan_unipc_scheduler,
 )
 
 # Timesteps and sigmas of Wan's official FlowUniPCMultistepScheduler (wan/utils/fm_solvers_unipc.py), copied from the
@@ -190,3 +192,18 @@ def test_bad_arguments_raise_actionable_errors(kwargs, message):
 def test_every_sampler_runs_at_few_steps_and_ends_finite(sampler, steps):
     result = sample(gaussian_velocity(0.5), torch.randn(1, 4, 1, 4, 4), sampler=sampler, steps=steps, shift=5.0)
     assert torch.isfinite(result).all()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 20, 50])
+@pytest.mark.parametrize("shift", [1.0, 5.0, 8.0])
+def test_traced_unipc_equals_diffusers_step_by_step(steps, shift):
+    """flow_unipc replays weights traced from diffusers' scheduler; running the scheduler itself gives the same x."""
+    generator = torch.Generator().manual_seed(steps)
+    x = torch.randn(2, 16, 1, 8, 8, generator=generator)
+    preds = [torch.randn(2, 16, 1, 8, 8, generator=generator) for _ in range(steps)]
+    scheduler, solver = wan_unipc_scheduler(steps, shift), FlowUniPCSolver(steps, shift)
+    expected, got = x.clone(), x.clone()
+    for i, pred in enumerate(preds):
+        expected = scheduler.step(pred, scheduler.timesteps[i], expected, return_dict=False)[0]
+        got, _ = solver.step(i, got, pred)
+        assert (got - expected).norm() <= 1e-6 * expected.norm(), f"step {i}"

@@ -170,6 +170,7 @@ def load_components(
     dtype: str | torch.dtype | None = None,
     vae_dtype: str | torch.dtype | None = None,
     with_teacher: bool = False,
+    offload: bool = False,
 ) -> WanComponents:
     """Load a student and its teacher's frozen VAE, text encoder and tokenizer (Diffusers or native Wan layout).
 
@@ -181,10 +182,14 @@ def load_components(
         dtype: transformer and text-encoder dtype; defaults to bf16 on GPU, fp32 on CPU.
         vae_dtype: defaults to fp32 everywhere.
         with_teacher: also load the teacher's transformer(s) beside the student, for student-vs-teacher A/B.
+        offload: keep the transformers and the text encoder in CPU memory (the VAE still goes to `device`), for
+            `performance.apply` with `low_memory` to stream them to the GPU block by block: a model larger than the
+            GPU then loads at all.
     """
     device = torch.device(device) if device is not None else default_device()
     dtype = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     vae_dtype = parse_dtype(vae_dtype) or torch.float32
+    place = torch.device("cpu") if offload else device  # where the large modules live between uses
     if teacher_path is None:
         if model_path is not None:
             raise ModelLoadError(
@@ -206,22 +211,22 @@ def load_components(
         parts = _load(
             native.load_native_teacher,
             teacher,
-            device=device,
+            device=place,
             dtype=dtype,
             vae_dtype=vae_dtype,
             with_transformers=need_teacher_transformer,
         )
     elif layout == "diffusers":
         parts = load_diffusers_teacher(
-            teacher, device=device, dtype=dtype, vae_dtype=vae_dtype, with_transformers=need_teacher_transformer
+            teacher, device=place, dtype=dtype, vae_dtype=vae_dtype, with_transformers=need_teacher_transformer
         )
     else:
         raise ModelLoadError(
             f"{teacher} holds a single transformer; --teacher_path needs a whole Wan model (Diffusers or native "
             "layout) for the VAE and text encoder. Pass this one as --model_path."
         )
-    vae, text_encoder = freeze(parts["vae"]).to(device), freeze(parts["text_encoder"]).to(device)
-    experts = [freeze(m).to(device) if m is not None else None for m in (parts["transformer"], parts["transformer_2"])]
+    vae, text_encoder = freeze(parts["vae"]).to(device), freeze(parts["text_encoder"]).to(place)
+    experts = [freeze(m).to(place) if m is not None else None for m in (parts["transformer"], parts["transformer_2"])]
     for expert in experts:
         if expert is not None:
             _check_compatible(expert, vae, text_encoder, what="the teacher's transformer")
@@ -236,7 +241,7 @@ def load_components(
             defaults=defaults,
             **common,
         )
-    student = load_student(resolve_folder(model_path), dtype=dtype, device=device)
+    student = load_student(resolve_folder(model_path), dtype=dtype, device=place)
     _check_compatible(student, vae, text_encoder, what="the student")
     return WanComponents(
         transformer=student,

@@ -1,15 +1,16 @@
 """Speed and memory settings for a loaded model: regional compilation, attention kernel, VAE precision, offloading.
 
-`apply(components, settings)` changes the loaded modules in place; what needs the pipeline (moving the text encoder
-off the GPU between encodings) is a constructor argument, `WanT2IPipeline(components, **settings.pipeline_kwargs())`.
-None of this changes what a model computes beyond bf16 rounding: `benchmarks/gpu.py` checks each image against the
-eager one (PSNR >= 35 dB).
+`apply(components, settings)` changes the loaded modules in place, before the first generation; with `low_memory`,
+load with `load_components(..., offload=True)` so that the large modules never have to fit on the GPU at once
+(`WanT2IPipeline.from_pretrained(performance="low_memory")` does both). None of this changes what a model computes
+beyond bf16 rounding: `benchmarks/gpu.py` checks each image against the eager one (PSNR >= 35 dB).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class PerformanceSettings:
     vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
-    low_memory: bool = False  # stream transformer blocks from the CPU and keep the text encoder off the GPU
+    low_memory: bool = False  # stream the blocks of the transformers and the text encoder from pinned CPU memory
 
     def __post_init__(self):
         if self.compile and self.low_memory:
@@ -65,12 +66,8 @@ class PerformanceSettings:
 
     @classmethod
     def low_memory_for(cls, device: str | torch.device) -> PerformanceSettings:
-        """For GPUs of 24 GB: transformer blocks streamed from pinned CPU memory, text encoder moved in to encode."""
+        """For GPUs of 24 GB: transformer and text-encoder blocks streamed from pinned CPU memory, one at a time."""
         return cls(low_memory=torch.device(device).type == "cuda", tf32=torch.device(device).type == "cuda")
-
-    def pipeline_kwargs(self) -> dict:
-        """Arguments for `WanT2IPipeline(components, **kwargs)` that go with these settings."""
-        return {"offload_text_encoder": self.low_memory}
 
 
 PRESETS = {
@@ -111,17 +108,46 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             compile_blocks(transformer, mode=settings.compile_mode, fullgraph=settings.fullgraph)
         else:
             uncompile_blocks(transformer)
-        if settings.low_memory and components.device.type == "cuda" and not is_offloaded(transformer):
-            # One block on the GPU at a time, the next one copied in on a side stream while this one computes.
-            transformer.enable_group_offload(
-                onload_device=components.device,
-                offload_device=torch.device("cpu"),
-                offload_type="block_level",
-                num_blocks_per_group=1,
-                use_stream=True,
-            )
     if settings.low_memory and components.device.type == "cuda":
+        for module in [*transformers_of(components), components.text_encoder]:
+            stream_blocks(module, components.device)
         torch.cuda.empty_cache()
+
+
+def stream_blocks(module: torch.nn.Module, device: torch.device, *, use_stream: bool | None = None) -> None:
+    """diffusers' group offloading: weights in pinned CPU memory, one block on `device` at a time, the next one
+    copied in on a side stream while this one computes. Works wherever the module is (CPU-loaded or on the GPU).
+
+    The blocks are the module lists of `module` (Wan: `blocks`) or, where they sit one level down (UMT5:
+    `encoder.block`), of the children that hold them. `use_stream` defaults to True on CUDA; without it, blocks are
+    moved in turn.
+    """
+    device = torch.device(device)
+    use_stream = device.type == "cuda" if use_stream is None else use_stream
+    if is_offloaded(module):
+        return
+    from diffusers.hooks import apply_group_offloading
+
+    holders = [module] if _holds_block_list(module) else [c for c in module.children() if _holds_block_list(c)]
+    for holder in holders or [module]:
+        apply_group_offloading(
+            holder,
+            onload_device=device,
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=use_stream,
+            non_blocking=use_stream,
+            record_stream=use_stream,
+        )
+    # Weights outside the holders (none in Wan or UMT5, whose embedding is tied into its encoder) stay on the device.
+    streamed = {id(p) for holder in holders for p in holder.parameters()}
+    for parameter in module.parameters():
+        if id(parameter) not in streamed:
+            parameter.data = parameter.data.to(device)
+
+
+def _holds_block_list(module: torch.nn.Module) -> bool:
+    return any(isinstance(child, torch.nn.ModuleList | torch.nn.Sequential) for child in module.children())
 
 
 def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True) -> None:
@@ -130,6 +156,27 @@ def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullg
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
     transformer.compile_repeated_blocks(mode=mode, dynamic=False, fullgraph=fullgraph)
+    if "reduce-overhead" in mode:
+        # CUDA graphs reuse their output memory at the next replay, and each block's output is the next block's
+        # input: every block call starts a new graph step and hands back a copy of its output. Done outside the
+        # compiled call, which Dynamo would otherwise trace (it refuses the step marker).
+        for block in _repeated_blocks(transformer):
+            block._compiled_call_impl = _graph_step_per_call(block._compiled_call_impl)
+
+
+def _graph_step_per_call(compiled: Callable) -> Callable:
+    def call(*args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        out = compiled(*args, **kwargs)
+        return out.clone() if isinstance(out, torch.Tensor) else type(out)(o.clone() for o in out)
+
+    call.marks_graph_steps = True
+    return call
+
+
+def _repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    names = set(getattr(transformer, "_repeated_blocks", None) or [])
+    return [m for m in transformer.modules() if type(m).__name__ in names]
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:

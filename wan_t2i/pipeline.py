@@ -17,7 +17,7 @@ from PIL import Image
 from wan_t2i.constants import BOUNDARY_RATIO, NUM_TRAIN_TIMESTEPS, TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.images import with_parameters
-from wan_t2i.loading import ModelDefaults, WanComponents, load_components
+from wan_t2i.loading import ModelDefaults, WanComponents, default_device, load_components
 from wan_t2i.performance import apply, preset
 from wan_t2i.samplers import SAMPLERS, check_sampler, sample_many, validate_sampling_args
 
@@ -65,13 +65,9 @@ def clean_prompt(text: str) -> str:
 class WanT2IPipeline:
     """A loaded Wan text-to-image model that renders one sampler, or several from the same noise and text."""
 
-    def __init__(self, components: WanComponents, *, text_cache_size: int = 32, offload_text_encoder: bool = False):
-        """Args: `text_cache_size` prompts kept encoded (LRU); `offload_text_encoder` keeps the text encoder on the
-        CPU between encodings and brings it to the device only to encode (saves its memory on small GPUs)."""
+    def __init__(self, components: WanComponents, *, text_cache_size: int = 32):
+        """Args: `text_cache_size` prompts kept encoded (LRU)."""
         self.components = components
-        self.offload_text_encoder = offload_text_encoder
-        if offload_text_encoder:
-            components.text_encoder.to("cpu")
         self.device = components.device
         self.defaults: ModelDefaults = components.defaults
         vae_config = components.vae.config
@@ -93,10 +89,12 @@ class WanT2IPipeline:
         `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory"), applied to the
         loaded modules for their device; see benchmarks/RESULTS.md for what each buys.
         """
-        components = load_components(model_path, teacher_path, **kwargs)
-        settings = preset(performance, components.device)
+        device = kwargs.pop("device", None)
+        device = torch.device(device) if device is not None else default_device()
+        settings = preset(performance, device)
+        components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         apply(components, settings)
-        return cls(components, **settings.pipeline_kwargs())
+        return cls(components)
 
     @property
     def size_multiple(self) -> int:
@@ -120,10 +118,7 @@ class WanT2IPipeline:
             return_tensors="pt",
         )
         mask = tokens.attention_mask.to(self.device)
-        text_encoder = self.components.text_encoder.to(self.device) if self.offload_text_encoder else None
         embedding = self.components.text_encoder(tokens.input_ids.to(self.device), mask).last_hidden_state
-        if text_encoder is not None:
-            text_encoder.to("cpu")
         embedding = embedding * mask.unsqueeze(-1).to(embedding.dtype)  # zeros past the prompt's own tokens
         self._text_cache[prompt] = embedding
         while len(self._text_cache) > self.text_cache_size:
@@ -192,35 +187,60 @@ class WanT2IPipeline:
         forward, then combined as uncond + g (cond - uncond) with the expert's own guidance scale g.
         """
 
-        def route(model: str, t: int) -> tuple[torch.nn.Module, float]:
+        def route(model: str, t: int | None) -> tuple[torch.nn.Module, float]:
             high, low, boundary = self._experts(model)
             if low is not None and t < (boundary or BOUNDARY_RATIO) * NUM_TRAIN_TIMESTEPS:
                 return low, guidance[1]
             return high, guidance[0]
 
+        # Index tensors and guidance scales repeat from step to step: each is made on the device once, because
+        # making one (or indexing with a Python list) copies from the host and waits for the GPU to catch up.
+        constants: dict[tuple, torch.Tensor] = {}
+
+        def constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+            if key not in constants:
+                constants[key] = make()
+            return constants[key]
+
+        def indices(values: list[int], device: torch.device) -> torch.Tensor:
+            return constant(("index", *values), lambda: torch.tensor(values, device=device))
+
+        two_experts = any(self._experts(model)[1] is not None for model in row_models)
+
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            # One device-to-host read per step; comparing each row's GPU scalar in Python would sync once per row.
-            routes = [route(model, t_r) for model, t_r in zip(row_models, t.tolist(), strict=True)]
-            scales = torch.tensor([g for _, g in routes], device=x.device).view(-1, 1, 1, 1, 1)
-            guided = [r for r, (_, g) in enumerate(routes) if g != 1 and uncond is not None]
+            # Expert routing needs the timesteps on the host: one read per step, for two-expert models only.
+            t_host = t.tolist() if two_experts else [None] * len(x)
+            routes = [route(model, t_r) for model, t_r in zip(row_models, t_host, strict=True)]
+            g_values = tuple(g for _, g in routes)
+            guided = [r for r, g in enumerate(g_values) if g != 1 and uncond is not None]
             rows = list(range(len(x))) + guided  # conditional rows, then the unconditional twins of guided rows
-            contexts = [cond.expand(len(x), -1, -1)] + ([uncond.expand(len(guided), -1, -1)] if guided else [])
-            context = torch.cat(contexts)
+            parts = [cond.expand(len(x), -1, -1)] + ([uncond.expand(len(guided), -1, -1)] if guided else [])
+            context = constant(("context", len(x), *guided), lambda: torch.cat(parts))
+            x_rows = x.index_select(0, indices(rows, x.device)) if guided else x
+            t_rows = t.index_select(0, indices(rows, x.device)) if guided else t
             modules = [routes[r][0] for r in rows]
             out = torch.empty((len(rows), *x.shape[1:]), device=x.device, dtype=torch.float32)
             for module in dict.fromkeys(modules):  # one forward per distinct module, usually exactly one
                 idx = [i for i, m in enumerate(modules) if m is module]
-                index = torch.tensor(idx, device=x.device)
-                out[index] = module(
-                    hidden_states=x[[rows[i] for i in idx]].to(module.dtype),
-                    timestep=t[[rows[i] for i in idx]],
-                    encoder_hidden_states=context[index].to(module.dtype),
+                whole = len(idx) == len(rows)
+                index = None if whole else indices(idx, x.device)
+                prediction = module(
+                    hidden_states=(x_rows if whole else x_rows.index_select(0, index)).to(module.dtype),
+                    timestep=t_rows if whole else t_rows.index_select(0, index),
+                    encoder_hidden_states=(context if whole else context.index_select(0, index)).to(module.dtype),
                     return_dict=False,
                 )[0].float()
+                if whole:
+                    out = prediction
+                else:
+                    out.index_copy_(0, index, prediction)
             pred = out[: len(x)]
             if guided:
-                g_rows = torch.tensor(guided, device=x.device)
-                pred[g_rows] = out[len(x) :] + scales[g_rows] * (pred[g_rows] - out[len(x) :])
+                g_rows = indices(guided, x.device)
+                scales = constant(("scales", *g_values), lambda: torch.tensor(g_values, device=x.device))
+                scales = scales.index_select(0, g_rows).view(-1, *[1] * (x.dim() - 1))
+                uncond_pred = out[len(x) :]
+                pred = pred.index_copy(0, g_rows, uncond_pred + scales * (pred.index_select(0, g_rows) - uncond_pred))
             return pred
 
         return model_fn
@@ -240,6 +260,12 @@ class WanT2IPipeline:
         frames = vae.decode(z, return_dict=False)[0][:n, :, 0]  # (B, 3, H, W) in [-1, 1]
         pixels = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         return [Image.fromarray(p.numpy()) for p in pixels]
+
+    def _clock(self) -> float:
+        """Now, once the device has finished the work queued so far: phase timings that a GPU run can trust."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     # The whole call --------------------------------------------------------------------------------------------------
     def check_arguments(
@@ -351,7 +377,7 @@ class WanT2IPipeline:
         start = time.perf_counter()
         cond = self.encode_prompt(prompt)
         uncond = self.encode_prompt(negative_prompt) if max(g_high, g_low) != 1 else None
-        encoded = time.perf_counter()
+        encoded = self._clock()
 
         # Noise is drawn on the CPU from the seed, so a seed gives the same image on every device.
         shape = (1, self.z_dim, 1, height // self.vae_scale, width // self.vae_scale)  # (B, C, F, H, W)
@@ -373,7 +399,7 @@ class WanT2IPipeline:
             shift=shift,
             callback=each_step,
         )
-        denoised = time.perf_counter()
+        denoised = self._clock()
         images = self.decode(torch.cat(latents))
         end = time.perf_counter()
 
