@@ -103,7 +103,7 @@ class Scale:
     lowmem: tuple[str, tuple[int, int]] = ("14b", (480, 832))
     ttfi: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
     cudagraphs: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
-    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 110.0, "ttfi": 60.0, "cudagraphs": 60.0})
+    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 85.0, "ttfi": 35.0, "cudagraphs": 25.0})
     budget_s: float = 480.0  # seconds from start-up; the lead's one GPU call is about 9 minutes
 
 

@@ -36,7 +36,7 @@ class PerformanceSettings:
     vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
-    low_memory: bool = False  # stream the blocks of the transformers and the text encoder from pinned CPU memory
+    low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
 
     def __post_init__(self):
         if self.compile and self.low_memory:
@@ -66,7 +66,7 @@ class PerformanceSettings:
 
     @classmethod
     def low_memory_for(cls, device: str | torch.device) -> PerformanceSettings:
-        """For GPUs of 24 GB: transformer and text-encoder blocks streamed from pinned CPU memory, one at a time."""
+        """For GPUs of 24 GB: transformer and text-encoder layers streamed from pinned CPU memory as they run."""
         return cls(low_memory=torch.device(device).type == "cuda", tf32=torch.device(device).type == "cuda")
 
 
@@ -115,12 +115,13 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
 
 
 def stream_blocks(module: torch.nn.Module, device: torch.device, *, use_stream: bool | None = None) -> None:
-    """diffusers' group offloading: weights in pinned CPU memory, one block on `device` at a time, the next one
-    copied in on a side stream while this one computes. Works wherever the module is (CPU-loaded or on the GPU).
+    """diffusers' group offloading at leaf level: every weight in pinned CPU memory, each layer copied to `device`
+    just before it runs, the next one copied in on a side stream while this one computes. Works wherever the module
+    is (CPU-loaded or on the GPU).
 
-    The blocks are the module lists of `module` (Wan: `blocks`) or, where they sit one level down (UMT5:
-    `encoder.block`), of the children that hold them. `use_stream` defaults to True on CUDA; without it, blocks are
-    moved in turn.
+    Leaf level, not block level: block level moves everything outside the blocks (UMT5's 2.1 GB token embedding,
+    Wan's timestep and text embedders) without the side stream, from pageable memory, at every forward.
+    `use_stream` defaults to True on CUDA; without it, layers are moved in turn.
     """
     device = torch.device(device)
     use_stream = device.type == "cuda" if use_stream is None else use_stream
@@ -128,26 +129,14 @@ def stream_blocks(module: torch.nn.Module, device: torch.device, *, use_stream: 
         return
     from diffusers.hooks import apply_group_offloading
 
-    holders = [module] if _holds_block_list(module) else [c for c in module.children() if _holds_block_list(c)]
-    for holder in holders or [module]:
-        apply_group_offloading(
-            holder,
-            onload_device=device,
-            offload_type="block_level",
-            num_blocks_per_group=1,
-            use_stream=use_stream,
-            non_blocking=use_stream,
-            record_stream=use_stream,
-        )
-    # Weights outside the holders (none in Wan or UMT5, whose embedding is tied into its encoder) stay on the device.
-    streamed = {id(p) for holder in holders for p in holder.parameters()}
-    for parameter in module.parameters():
-        if id(parameter) not in streamed:
-            parameter.data = parameter.data.to(device)
-
-
-def _holds_block_list(module: torch.nn.Module) -> bool:
-    return any(isinstance(child, torch.nn.ModuleList | torch.nn.Sequential) for child in module.children())
+    apply_group_offloading(
+        module,
+        onload_device=device,
+        offload_type="leaf_level",
+        use_stream=use_stream,
+        non_blocking=use_stream,
+        record_stream=use_stream,
+    )
 
 
 def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True) -> None:
