@@ -517,13 +517,18 @@ def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
+NOISY_SPREAD = 1.25  # a timed cell whose slowest run took this much longer than its fastest is marked
+
+
 def cell(items: dict, key: str, field: str = "median_s", spec: str = ".3f") -> str:
     value = items.get(key)
     if value is None:
         return "-"
     if "error" in value:
         return "OOM" if value["error"] == "out of memory" else "error"
-    return fmt(value.get(field), spec)
+    times = value.get("times_s") or []
+    noisy = field == "median_s" and len(times) > 1 and max(times) > NOISY_SPREAD * min(times)
+    return fmt(value.get(field), spec) + ("*" if noisy else "")
 
 
 def derived(items: dict) -> dict:
@@ -589,12 +594,14 @@ def write_results_md(results: dict, path: Path) -> None:
         f"({peak.get('n', '-')}^3, median).",
         "",
         f"Reproduce: `{meta.get('command')}` (from the repository root; diffusers on PYTHONPATH).",
+        *([f"Note: {meta['note']}"] if meta.get("note") else []),
         "",
         f"Random weights built on the device; {meta.get('steps')} steps, guidance 5, shift 5; transformer and UMT5 "
         "encoder in bf16 (fp32 in the CPU smoke run), fp32 VAE as loaded. Times are medians in seconds "
         "(synchronised); `ours` renders a new prompt each run (text cache cold), `ours warm` repeats one prompt. "
         "PSNR: the optimised image against this project's eager image (same seed). Peak: "
-        "torch.cuda.max_memory_allocated in GB (10^9 bytes).",
+        f"torch.cuda.max_memory_allocated in GB (10^9 bytes). `*`: the cell's slowest run took over {NOISY_SPREAD:g}x "
+        "its fastest (the shared host was busy); `times_s` in the JSON has every run.",
         "",
         "| model @ size | stock | ours eager | ours | ours/stock | ours warm | pair | pair/ours | floor b2 (MFU) "
         "| floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
@@ -993,6 +1000,8 @@ def main() -> None:
     parser.add_argument("--results-md", default=None, help="the table (default benchmarks/RESULTS.md)")
     parser.add_argument("--ttfi", default=None, help="MODEL@HxW[,...] for the ttfi section, e.g. 14b@1024x1024")
     parser.add_argument("--lowmem", default=None, help="MODEL@HxW for the lowmem section (default 14b@480x832)")
+    parser.add_argument("--render", default=None, help="only rewrite --results-md from this JSON (no GPU needed)")
+    parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
     parser.add_argument("--child-ttfi", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--attention", default="cudnn", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
@@ -1000,6 +1009,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child_ttfi:
         return child_ttfi(args)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        if args.note:
+            results["meta"]["note"] = args.note
+            Path(args.render).write_text(json.dumps(results, indent=1))
+        return write_results_md(results, Path(args.results_md or ROOT / "benchmarks/RESULTS.md"))
     scale = SMOKE if args.smoke else FULL
     if scale.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --smoke on the CPU")

@@ -219,7 +219,8 @@ def test_benchmark_parts_on_cpu(gpu_bench, tmp_path):
 
 @pytest.mark.slow
 def test_smoke_benchmark_end_to_end(tmp_path):
-    """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (~40 s)."""
+    """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (~40 s): every
+    section, the phase profile, and a re-render of RESULTS.md from its JSON."""
     out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
     command = [
         sys.executable,
@@ -238,4 +239,13 @@ def test_smoke_benchmark_end_to_end(tmp_path):
         assert results["items"][key]["median_s"] > 0
     assert results["items"]["ttfi/1.3b@64x64"]["first_image_s"] > 0
     assert float(results["items"]["1.3b@64x64/ours"]["psnr_db"]) >= 35
-    assert "| 1.3b@64x64 |" in md.read_text()
+    assert set(results["items"]["1.3b@64x64/pair"]["phases_s"]) == {"encode", "denoise", "decode", "total"}
+    assert float(results["items"]["lowmem/14b@64x64"]["psnr_db"]) >= 35
+    assert results["items"]["cudagraphs/1.3b@64x64"]["median_s"] > 0
+    text = md.read_text()
+    assert "| 1.3b@64x64 |" in text and "| 1.3b@64x64/pair |" in text and "solver_loop" in text
+    # Re-rendering from the JSON alone (no models) gives the same table, plus a caveat when one is given.
+    rendered = tmp_path / "again.md"
+    render = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--render", str(out), "--results-md", str(rendered)]
+    assert subprocess.run(render + ["--note", "a caveat"], capture_output=True, timeout=120).returncode == 0
+    assert rendered.read_text().replace("Note: a caveat\n", "") == text
