@@ -42,8 +42,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel  # noqa: E402
+from gpu_report import write_results_md  # noqa: E402
 from transformers import UMT5Config, UMT5EncoderModel  # noqa: E402
 
 from wan_t2i.constants import TEXT_LEN  # noqa: E402
@@ -58,7 +60,6 @@ NEGATIVE = "blurry, low quality, distorted, static, overexposed"
 REFERENCE_PROMPT = "a serene lake at sunset with snowy mountains"
 WORDS = "a photo of scene number with serene lake at sunset snowy mountains blurry low quality distorted static"
 GB = 1e9  # memory in GB of 10^9 bytes
-PSNR_MIN = 35.0
 
 # Wan2.1-T2V-1.3B and one Wan2.2-T2V-A14B expert (their transformer/config.json); the rest are diffusers' defaults.
 WAN_13B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30, freq_dim=256, text_dim=4096)
@@ -495,210 +496,6 @@ def restore_default_flags() -> None:
     torch.backends.cudnn.allow_tf32 = DEFAULT_FLAGS["cudnn_tf32"]
     if DEFAULT_FLAGS["sdp_order"] is not None:
         torch._C._set_sdp_priority_order(DEFAULT_FLAGS["sdp_order"])
-
-
-# RESULTS.md -----------------------------------------------------------------------------------------------------------
-# (target name, item, field, comparison, limit); ratios are computed against the stock run of the same shape.
-TARGETS = (
-    ("1.3B one image <= 0.5x stock", "1.3b@480x832/ours", "vs_stock", "<=", 0.5),
-    ("14B one image <= 0.85x stock", "14b@1024x1024/ours", "vs_stock", "<=", 0.85),
-    ("1.3B A/B pair <= 1.3x one image", "1.3b@480x832/pair", "vs_one", "<=", 1.3),
-    ("14B A/B pair <= 2.05x one image", "14b@1024x1024/pair", "vs_one", "<=", 2.05),
-    ("14B transformer loop >= 65% of bf16 peak", "14b@1024x1024/floor_b2", "mfu", ">=", 0.65),
-    ("low-memory 14B at 480x832 under 20 GB", "lowmem/14b@480x832", "peak_gb", "<", 20.0),
-)
-
-
-def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    return f"{value:{spec}}{suffix}"
-
-
-NOISY_SPREAD = 1.25  # a timed cell whose slowest run took this much longer than its fastest is marked
-
-
-def cell(items: dict, key: str, field: str = "median_s", spec: str = ".3f") -> str:
-    value = items.get(key)
-    if value is None:
-        return "-"
-    if "error" in value:
-        return "OOM" if value["error"] == "out of memory" else "error"
-    times = value.get("times_s") or []
-    noisy = field == "median_s" and len(times) > 1 and max(times) > NOISY_SPREAD * min(times)
-    return fmt(value.get(field), spec) + ("*" if noisy else "")
-
-
-def derived(items: dict) -> dict:
-    """Ratios each target reads: ours / stock and pair / ours per shape."""
-    out = {}
-    for key, value in items.items():
-        shape, _, kind = key.rpartition("/")
-        if not isinstance(value, dict) or value.get("median_s") is None:
-            continue
-        stock = (items.get(f"{shape}/stock") or {}).get("median_s")
-        one = (items.get(f"{shape}/ours") or {}).get("median_s")
-        if kind in ("ours", "ours_warm", "ours_eager") and stock:
-            out[(key, "vs_stock")] = value["median_s"] / stock
-        if kind == "pair" and one:
-            out[(key, "vs_one")] = value["median_s"] / one
-    return out
-
-
-EXTRA_SECTIONS = ("lowmem", "ttfi", "cudagraphs")
-
-
-def profile_lines(items: dict, shapes: list[str]) -> list[str]:
-    """Where each run's time goes: the pipeline's phases against the bare transformer loop at the same batch."""
-    lines = [
-        "",
-        "Where the time goes (medians of the pipeline's own phase timings, synchronised; `loop - floor` is what the "
-        "denoising loop spends beyond the 20 bare transformer forwards: solver steps, guidance, routing):",
-        "",
-        "| model @ size / run | total | text encoding | denoising loop | floor | loop - floor | VAE decode |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    runs = [(f"{shape}/{run}", f"{shape}/floor_b{batch}") for shape in shapes
-            for run, batch in (("ours", 2), ("ours_warm", 2), ("pair", 4))]  # fmt: skip
-    runs += [(key, f"{key.split('/', 1)[1]}/floor_b2") for key in items if key.startswith("lowmem/")]
-    for key, floor_key in runs:
-        value = items.get(key) or {}
-        phases = value.get("phases_s")
-        if not phases:
-            continue
-        floor = (items.get(floor_key) or {}).get("median_s")
-        loop = phases.get("denoise")
-        extra = fmt(loop - floor, ".3f") if floor is not None and loop is not None else "-"
-        lines.append(
-            f"| {key} | {fmt(value.get('median_s'), '.3f')} | {fmt(phases.get('encode'), '.3f')} | {fmt(loop, '.3f')} "
-            f"| {fmt(floor, '.3f')} | {extra} | {fmt(phases.get('decode'), '.3f')} |"
-        )
-    return lines if len(lines) > 5 else []
-
-
-def write_results_md(results: dict, path: Path) -> None:
-    meta, items = results["meta"], results["items"]
-    ratios = derived(items)
-    versions = ", ".join(
-        f"{k} {meta[k]}" for k in ("torch", "diffusers", "transformers", "triton", "python") if k in meta
-    )
-    peak = items.get("peak") or {}
-    lines = [
-        "# GPU benchmark results",
-        "",
-        f"Device: {meta.get('device')} ({fmt(meta.get('gpu_memory_gb'), '.0f')} GB); {versions}; cuDNN "
-        f"{meta.get('cudnn', '-')}. Run {meta.get('date')}, {fmt(meta.get('elapsed_s'), '.0f')} s.",
-        f"bf16 matmul peak measured in this run: {fmt(peak.get('tflops'), '.0f')} TFLOP/s "
-        f"({peak.get('n', '-')}^3, median).",
-        "",
-        f"Reproduce: `{meta.get('command')}` (from the repository root; diffusers on PYTHONPATH).",
-        *([f"Note: {meta['note']}"] if meta.get("note") else []),
-        "",
-        f"Random weights built on the device; {meta.get('steps')} steps, guidance 5, shift 5; transformer and UMT5 "
-        "encoder in bf16 (fp32 in the CPU smoke run), fp32 VAE as loaded. Times are medians in seconds "
-        "(synchronised); `ours` renders a new prompt each run (text cache cold), `ours warm` repeats one prompt. "
-        "PSNR: the optimised image against this project's eager image (same seed). Peak: "
-        f"torch.cuda.max_memory_allocated in GB (10^9 bytes). `*`: the cell's slowest run took over {NOISY_SPREAD:g}x "
-        "its fastest (the shared host was busy); `times_s` in the JSON has every run.",
-        "",
-        "| model @ size | stock | ours eager | ours | ours/stock | ours warm | pair | pair/ours | floor b2 (MFU) "
-        "| floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
-    for shape in shapes:
-
-        def floor(batch: int, shape=shape) -> str:
-            value = items.get(f"{shape}/floor_b{batch}") or {}
-            if "error" in value:
-                return "error"
-            mfu = value.get("mfu")
-            return f"{fmt(value.get('median_s'), '.3f')} ({fmt(mfu and 100 * mfu, '.0f', '%')})"
-
-        lines.append(
-            f"| {shape} | {cell(items, f'{shape}/stock')} | {cell(items, f'{shape}/ours_eager')} "
-            f"| {cell(items, f'{shape}/ours')} | {fmt(ratios.get((f'{shape}/ours', 'vs_stock')), '.2f')} "
-            f"| {cell(items, f'{shape}/ours_warm')} | {cell(items, f'{shape}/pair')} "
-            f"| {fmt(ratios.get((f'{shape}/pair', 'vs_one')), '.2f')} | {floor(2)} | {floor(4)} "
-            f"| {cell(items, f'{shape}/stock', 'peak_gb', '.1f')} / {cell(items, f'{shape}/ours', 'peak_gb', '.1f')} "
-            f"/ {cell(items, f'{shape}/pair', 'peak_gb', '.1f')} "
-            f"| {cell(items, f'{shape}/ours', 'psnr_db', '.1f')} / {cell(items, f'{shape}/pair', 'psnr_db', '.1f')} |"
-        )
-    lines += profile_lines(items, shapes)
-    lines += ["", "| other | result |", "|---|---|"]
-    for key, value in items.items():
-        if "error" in value and key.startswith(EXTRA_SECTIONS):
-            lines.append(f"| {key} | {value['error']} |")
-        elif key.startswith("lowmem/"):
-            lines.append(
-                f"| {key} (from CPU memory, {value.get('steps_run')} steps) | {cell(items, key)} s, "
-                f"{fmt(value.get('slowdown_vs_ours'), '.1f')}x the optimised time; peak "
-                f"{cell(items, key, 'peak_gb', '.1f')} GB generating, {cell(items, key, 'apply_peak_gb', '.1f')} GB "
-                f"setting up ({cell(items, key, 'apply_s', '.0f')} s to pin the weights); PSNR vs eager "
-                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
-            )
-        elif key.endswith("/solver_loop"):
-            lines.append(
-                f"| {key} (all steps, no model) | flow_unipc {fmt(1e3 * value.get('flow_unipc_s', 0), '.1f')} ms, "
-                f"pair {fmt(1e3 * value.get('pair_s', 0), '.1f')} ms; diffusers' UniPC `step` "
-                f"{fmt(1e3 * value.get('diffusers_unipc_step_s', 0), '.1f')} ms |"
-            )
-        elif key.startswith("cudagraphs/"):
-            pair = value.get("pair") or {}
-            lines.append(
-                f"| {key} (`fastest` + CUDA graphs) | one image {cell(items, key)} s "
-                f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs), pair "
-                f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image); first "
-                f"image {cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager "
-                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
-            )
-        elif key.startswith("ttfi/"):
-            lines.append(
-                f"| {key} (fresh process, cold compile cache) | first image after {cell(items, key, 'total_s', '.1f')} "
-                f"s (import {cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first "
-                f"image incl. compile {cell(items, key, 'first_image_s', '.1f')}, next image "
-                f"{cell(items, key, 'second_image_s', '.2f')}) |"
-            )
-        elif key.endswith("/attention_check") and "flash" in value:
-            flash, cudnn = value["flash"], value.get("cudnn", {})
-            lines.append(
-                f"| {key} | flash {fmt(flash.get('median_s', 0) * 1e3, '.2f')} ms, cuDNN "
-                f"{fmt(cudnn.get('median_s', 0) * 1e3, '.2f')} ms (rel. error {fmt(cudnn.get('rel_error'), '.1e')}); "
-                f"cuDNN used: {value.get('use_cudnn')} |"
-            )
-        elif key.endswith("/first_forward"):
-            floors = " / ".join(cell(items, key.replace("first_forward", f"floor_b{b}"), "first_forward_s", ".1f")
-                                for b in (2, 4))  # fmt: skip
-            lines.append(
-                f"| {key} (compile included) | b2 {cell(items, key, 'seconds', '.1f')} s; other shapes' first "
-                f"forwards b2 / b4: {floors} s; {value.get('settings')} |"
-            )
-        elif key.endswith("/build"):
-            lines.append(f"| {key} | {cell(items, key, 'seconds', '.1f')} s |")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for name, key, measured, op, limit in TARGETS:
-        value = ratios.get((key, measured)) if measured.startswith("vs_") else (items.get(key) or {}).get(measured)
-        met = (
-            None
-            if value is None
-            else (value <= limit if op == "<=" else value < limit if op == "<" else value >= limit)
-        )
-        lines.append(f"| {name} | {fmt(value, '.3f')} | {'-' if met is None else 'yes' if met else 'NO'} |")
-    psnrs = [(k, f, v[f]) for k, v in items.items() for f in ("psnr_db",) if isinstance(v, dict) and f in v]
-    worst = min(psnrs, key=lambda x: float(x[2]), default=None)
-    if worst is not None:
-        met = float(worst[2]) >= PSNR_MIN
-        lines.append(f"| every optimised image >= {PSNR_MIN:g} dB | {fmt(worst[2], '.1f')} ({worst[0]}) "
-                     f"| {'yes' if met else 'NO'} |")  # fmt: skip
-    if results["skipped"]:
-        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}."]
-    if results["errors"]:
-        lines += ["", "Errors: " + "; ".join(f"{e['item']}: {items.get(e['item'], {}).get('error')}" for e in
-                                              results["errors"])]  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
 
 
 # Sections -----------------------------------------------------------------------------------------------------------
