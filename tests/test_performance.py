@@ -96,7 +96,7 @@ def test_streamed_layers_compute_the_same(tiny_wan_dir):
     t = torch.tensor([900, 100])
     video_before = c.transformer(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
     for module in (c.text_encoder, c.transformer):
-        performance.stream_blocks(module, torch.device("cpu"))
+        performance.stream_layers(module, torch.device("cpu"))
         assert performance.is_offloaded(module)
     layers = [c.text_encoder.encoder.embed_tokens, c.text_encoder.encoder.block[0].layer[0].SelfAttention.q]
     layers += [c.transformer.blocks[0].attn1.to_q, c.transformer.condition_embedder.time_proj]

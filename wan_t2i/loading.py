@@ -183,7 +183,7 @@ def load_components(
         vae_dtype: defaults to fp32 everywhere.
         with_teacher: also load the teacher's transformer(s) beside the student, for student-vs-teacher A/B.
         offload: keep the transformers and the text encoder in CPU memory (the VAE still goes to `device`), for
-            `performance.apply` with `low_memory` to stream them to the GPU block by block: a model larger than the
+            `performance.apply` with `low_memory` to stream them to the GPU layer by layer: a model larger than the
             GPU then loads at all.
     """
     device = torch.device(device) if device is not None else default_device()

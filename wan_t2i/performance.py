@@ -110,11 +110,11 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             uncompile_blocks(transformer)
     if settings.low_memory and components.device.type == "cuda":
         for module in [*transformers_of(components), components.text_encoder]:
-            stream_blocks(module, components.device)
+            stream_layers(module, components.device)
         torch.cuda.empty_cache()
 
 
-def stream_blocks(module: torch.nn.Module, device: torch.device, *, use_stream: bool | None = None) -> None:
+def stream_layers(module: torch.nn.Module, device: torch.device, *, use_stream: bool | None = None) -> None:
     """diffusers' group offloading at leaf level: every weight in pinned CPU memory, each layer copied to `device`
     just before it runs, the next one copied in on a side stream while this one computes. Works wherever the module
     is (CPU-loaded or on the GPU).

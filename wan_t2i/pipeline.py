@@ -219,21 +219,26 @@ class WanT2IPipeline:
             x_rows = x.index_select(0, indices(rows, x.device)) if guided else x
             t_rows = t.index_select(0, indices(rows, x.device)) if guided else t
             modules = [routes[r][0] for r in rows]
-            out = torch.empty((len(rows), *x.shape[1:]), device=x.device, dtype=torch.float32)
-            for module in dict.fromkeys(modules):  # one forward per distinct module, usually exactly one
-                idx = [i for i, m in enumerate(modules) if m is module]
-                whole = len(idx) == len(rows)
-                index = None if whole else indices(idx, x.device)
-                prediction = module(
-                    hidden_states=(x_rows if whole else x_rows.index_select(0, index)).to(module.dtype),
-                    timestep=t_rows if whole else t_rows.index_select(0, index),
-                    encoder_hidden_states=(context if whole else context.index_select(0, index)).to(module.dtype),
+            groups = {module: [i for i, m in enumerate(modules) if m is module] for module in dict.fromkeys(modules)}
+
+            def forward(module: torch.nn.Module, index: torch.Tensor | None) -> torch.Tensor:
+                def pick(rows_tensor: torch.Tensor) -> torch.Tensor:
+                    return rows_tensor if index is None else rows_tensor.index_select(0, index)
+
+                return module(
+                    hidden_states=pick(x_rows).to(module.dtype),
+                    timestep=pick(t_rows),
+                    encoder_hidden_states=pick(context).to(module.dtype),
                     return_dict=False,
                 )[0].float()
-                if whole:
-                    out = prediction
-                else:
-                    out.index_copy_(0, index, prediction)
+
+            if len(groups) == 1:  # one model for every row: the usual case
+                out = forward(modules[0], None)
+            else:  # two experts or student and teacher: one forward each
+                out = torch.empty((len(rows), *x.shape[1:]), device=x.device, dtype=torch.float32)
+                for module, idx in groups.items():
+                    index = indices(idx, x.device)
+                    out.index_copy_(0, index, forward(module, index))
             pred = out[: len(x)]
             if guided:
                 g_rows = indices(guided, x.device)
