@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRESETS),
         default="default",
         help="default: safe, no start-up cost; fastest: compiled blocks, fused attention, bf16 VAE (GPU servers); "
-        "low_memory: transformer blocks streamed from the CPU (24 GB GPUs)",
+        "low_memory: model loaded into CPU memory, layers streamed to the GPU as they run (small GPUs: a 14B in 4 GB)",
     )
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", required=True)
