@@ -521,6 +521,14 @@ def optimised_settings(bench: Bench, model: str) -> PerformanceSettings:
     return settings
 
 
+def settled_settings(bench: Bench, model: str) -> PerformanceSettings:
+    """`fastest` on CUDA as the model's section settled it (attention kernel or compilation dropped after a failed
+    first forward); `fastest` itself when that section did not run."""
+    fastest = PerformanceSettings.fastest("cuda")
+    fields = bench.results["meta"].get(f"settings_{model}_fields")
+    return replace(fastest, **fields) if fields else fastest
+
+
 def settle_settings(
     bench: Bench, model: str, components: WanComponents, settings: PerformanceSettings, size: tuple[int, int]
 ) -> PerformanceSettings:
@@ -707,10 +715,8 @@ def bench_cudagraphs(bench: Bench, tokenizer) -> None:
     def run():
         components = build_components(model, scale, build_text_encoder(scale, len(tokenizer)), tokenizer)
         settings = PerformanceSettings(compile=True, compile_mode="reduce-overhead")  # the CPU smoke run
-        if scale.device == "cuda":  # `fastest` as the model's section settled it (attention kernel, or not compiled)
-            fields = bench.results["meta"].get(f"settings_{model}_fields") or {}
-            settings = replace(PerformanceSettings.fastest("cuda"), compile_mode="reduce-overhead")
-            settings = replace(settings, attention=fields.get("attention", settings.attention))
+        if scale.device == "cuda":
+            settings = replace(settled_settings(bench, model), compile=True, compile_mode="reduce-overhead")
         restore_default_flags()
         torch._dynamo.reset()
         apply(components, settings)
@@ -740,14 +746,12 @@ def bench_ttfi_one(bench: Bench, model: str, size: tuple[int, int]) -> None:
     key = f"ttfi/{tag(model, size)}"
 
     def run():
-        fields = bench.results["meta"].get(f"settings_{model}_fields") or {}
-        attention = fields.get("attention") or "none"
-        if not fields and bench.scale.device == "cuda":  # the model's section did not run: what `fastest` picks
-            attention = PerformanceSettings.fastest("cuda").attention or "none"
+        settings = settled_settings(bench, model)
+        attention = settings.attention or "none"
         cache = tempfile.mkdtemp(prefix="ttfi-inductor-")  # a cold compiler cache, as on a fresh machine
         env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
         command = [sys.executable, __file__, "--child-ttfi", model, f"{size[0]}x{size[1]}", "--attention", attention]
-        command += ["--no-compile"] if fields.get("compile") is False else []
+        command += [] if settings.compile else ["--no-compile"]
         command += ["--smoke"] if bench.args.smoke else []
         start = time.time()
         timeout = max(30.0, bench.budget_s - bench.elapsed())
