@@ -53,6 +53,7 @@ from wan_t2i.demo.tokenizer import build_word_tokenizer  # noqa: E402
 from wan_t2i.loading import ModelDefaults, WanComponents, freeze  # noqa: E402
 from wan_t2i.performance import PerformanceSettings, apply, psnr, transformer_flops  # noqa: E402
 from wan_t2i.pipeline import WanT2IPipeline  # noqa: E402
+from wan_t2i.samplers import sample_many  # noqa: E402
 
 SEED = 1234
 STEPS, GUIDANCE, SHIFT = 20, 5.0, 5.0
@@ -323,11 +324,11 @@ def measure_floor(
 def solver_loop(size: tuple[int, int], steps: int, device: str) -> dict:
     """The samplers' own cost over `steps` steps with a free stand-in model, against diffusers' UniPC `step` (which
     waits on the device several times per step): what the denoising loop spends besides the transformer."""
-    from wan_t2i.samplers import sample_many, wan_unipc_scheduler
+    from wan_t2i.samplers import wan_unipc_scheduler
 
     x = torch.randn(1, 16, 1, size[0] // 8, size[1] // 8, device=device)
 
-    def stand_in(x, t):
+    def stand_in(x, t, row_models=None):
         return x * 0.01
 
     def diffusers_unipc():
@@ -345,6 +346,18 @@ def solver_loop(size: tuple[int, int], steps: int, device: str) -> dict:
         run()
         report[f"{name}_s"] = statistics.median(timed(run)[0] for _ in range(5))
     return report
+
+
+def forward_batches(samplers: tuple[str, ...], steps: int) -> list[int]:
+    """Rows of each transformer forward in a guided run of `samplers` from one noise, as `sample_many` shares them."""
+    batches = []
+
+    def count(x, t, row_models):
+        batches.append(2 * len(x))  # conditional and unconditional rows
+        return x
+
+    sample_many(count, [torch.zeros(1, 1, 1, 1, 1)] * len(samplers), samplers=samplers, steps=steps, shift=SHIFT)
+    return batches
 
 
 def matmul_peak(n: int, device: str, dtype: torch.dtype, repeats: int = 5, inner: int = 10) -> dict:
@@ -643,6 +656,7 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
             check_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps, samplers))
             result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps, samplers), 0, n.pair_runs)
             result["check_run_s"] = check_s
+            result["forward_batches"] = forward_batches(samplers, steps)  # what its floor is made of
             if "one" in references[size]:
                 result["psnr_db"] = psnr(generation["flow_unipc"].image, references[size]["one"])
                 if "pair" in references[size]:

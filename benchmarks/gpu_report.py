@@ -62,6 +62,13 @@ def derived(items: dict) -> dict:
 EXTRA_SECTIONS = ("lowmem", "ttfi", "cudagraphs")
 
 
+def loop_floor(items: dict, shape: str, batches: list[int]) -> float | None:
+    """The bare transformer loop of a run whose forwards have these batch sizes, one per step (a pair shares its
+    first step and skips legacy_ddim's last): each `floor_bN` item times a whole loop at batch N, so the mean."""
+    loops = [(items.get(f"{shape}/floor_b{batch}") or {}).get("median_s") for batch in batches]
+    return None if None in loops else sum(loops) / len(loops)
+
+
 def profile_lines(items: dict, shapes: list[str]) -> list[str]:
     """Where each run's time goes: the pipeline's phases against the bare transformer loop at the same batch."""
     lines = [
@@ -72,15 +79,15 @@ def profile_lines(items: dict, shapes: list[str]) -> list[str]:
         "| model @ size / run | total | text encoding | denoising loop | floor | loop - floor | VAE decode |",
         "|---|---|---|---|---|---|---|",
     ]
-    runs = [(f"{shape}/{run}", f"{shape}/floor_b{batch}") for shape in shapes
+    runs = [(f"{shape}/{run}", shape, batch) for shape in shapes
             for run, batch in (("ours", 2), ("ours_warm", 2), ("pair", 4))]  # fmt: skip
-    runs += [(key, f"{key.split('/', 1)[1]}/floor_b2") for key in items if key.startswith("lowmem/")]
-    for key, floor_key in runs:
+    runs += [(key, key.split("/", 1)[1], 2) for key in items if key.startswith("lowmem/")]
+    for key, shape, batch in runs:
         value = items.get(key) or {}
         phases = value.get("phases_s")
         if not phases:
             continue
-        floor = (items.get(floor_key) or {}).get("median_s")
+        floor = loop_floor(items, shape, value.get("forward_batches") or [batch])
         loop = phases.get("denoise")
         extra = fmt(loop - floor, ".3f") if floor is not None and loop is not None else "-"
         lines.append(

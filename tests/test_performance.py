@@ -217,6 +217,16 @@ def test_benchmark_parts_on_cpu(gpu_bench, tmp_path):
     json.dumps(gpu_bench.clean(results))  # infinities become strings
 
 
+def test_pair_floor_counts_the_forwards_the_pair_really_runs(gpu_bench):
+    from gpu_report import loop_floor
+
+    batches = gpu_bench.forward_batches(("legacy_ddim", "flow_unipc"), 5)
+    assert batches == [2, 4, 4, 4, 2]  # shared first step, legacy_ddim's t = 0 step skipped
+    items = {"s/floor_b2": {"median_s": 1.0}, "s/floor_b4": {"median_s": 2.0}}
+    assert loop_floor(items, "s", batches) == pytest.approx((2 * 1.0 + 3 * 2.0) / 5)
+    assert loop_floor(items, "s", [4]) == 2.0 and loop_floor(items, "s", [8]) is None
+
+
 @pytest.mark.slow
 def test_smoke_benchmark_end_to_end(tmp_path):
     """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (~40 s): every
@@ -240,6 +250,8 @@ def test_smoke_benchmark_end_to_end(tmp_path):
     assert results["items"]["ttfi/1.3b@64x64"]["first_image_s"] > 0
     assert float(results["items"]["1.3b@64x64/ours"]["psnr_db"]) >= 35
     assert set(results["items"]["1.3b@64x64/pair"]["phases_s"]) == {"encode", "denoise", "decode", "total"}
+    steps = results["meta"]["steps"]
+    assert results["items"]["1.3b@64x64/pair"]["forward_batches"] == [2] + [4] * (steps - 2) + [2]
     assert float(results["items"]["lowmem/14b@64x64"]["psnr_db"]) >= 35
     assert results["items"]["cudagraphs/1.3b@64x64"]["median_s"] > 0
     text = md.read_text()

@@ -36,7 +36,21 @@ def test_ab_pair_shares_noise_and_text_and_matches_single_runs(tiny_pipe):
 def test_samplers_and_guidance_share_one_forward_per_step(tiny_pipe, monkeypatch):
     calls = count_calls(tiny_pipe.components.transformer, monkeypatch)
     tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], seed=1, steps=5, guidance_scale=4.0)
-    assert [batch for batch, _ in calls] == [4] * 5  # 2 samplers x (conditional + unconditional)
+    # 2 samplers x (conditional + unconditional), but for the first step (both at t = 999 on the same noise: one
+    # evaluation) and the last (legacy_ddim at t = 0 ignores the prediction): 2 rows there.
+    assert [batch for batch, _ in calls] == [2, 4, 4, 4, 2]
+    assert calls[0][1] == [999, 999] and 0 not in calls[-1][1]
+
+
+def test_student_and_teacher_never_share_a_forward(tiny_wan_dir, tmp_path, monkeypatch):
+    from conftest import tiny_transformer
+
+    tiny_transformer(seed=7).save_pretrained(tmp_path / "student")
+    pipe = WanT2IPipeline.from_pretrained(tmp_path / "student", tiny_wan_dir, device="cpu", with_teacher=True)
+    student = count_calls(pipe.components.transformer, monkeypatch)
+    teacher = count_calls(pipe.components.teacher_transformer, monkeypatch)
+    pipe.generate("a lake", samplers=["flow_unipc"] * 2, models=["student", "teacher"], seed=3, steps=3)
+    assert [batch for batch, _ in student] == [batch for batch, _ in teacher] == [2] * 3  # same noise and t, two models
 
 
 def test_guidance_one_skips_the_unconditional_branch_and_its_encoding(tiny_pipe, monkeypatch):

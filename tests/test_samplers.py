@@ -10,6 +10,7 @@ import torch
 from wan_t2i.samplers import (
     SAMPLERS,
     FlowUniPCSolver,
+    LegacyDDIMSolver,
     flow_schedule,
     legacy_ddim_timesteps,
     sample,
@@ -116,7 +117,7 @@ def test_legacy_ddim_step_is_the_original_update():
         steps=2,
         shift=5.0,
     )
-    assert [t.tolist() for t in seen] == [[999], [0]]
+    assert [t.tolist() for t in seen] == [[999]]  # the model is not run at t = 0, where eps is weighted by 0
     a_t, a_prev = 1 - 999 / 1000, 1 - 0 / 1000
     x0 = (noise - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
     x1 = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
@@ -153,19 +154,54 @@ def test_callback_gets_step_t_latents_and_x0_prediction():
     torch.testing.assert_close(calls[-1][2], noise - sigmas[0])  # constant v: x moves by -(sigma_0 - 0) in total
 
 
-def test_sample_many_equals_separate_runs_with_one_model_call_per_step():
-    noise = torch.randn(2, 4, 1, 4, 4, generator=torch.Generator().manual_seed(5))
-    model_fn = gaussian_velocity(0.7)
-    calls = []
+def counting(model_fn, calls: list):
+    """A `sample_many` model that records (batch size, timesteps, row models) of each call."""
 
-    def counting_model(x, t):
-        calls.append(len(x))
+    def batch_model_fn(x, t, row_models):
+        calls.append((len(x), t.tolist(), row_models))
         return model_fn(x, t)
 
-    together = sample_many(counting_model, [noise] * 3, samplers=list(SAMPLERS), steps=8, shift=5.0)
-    assert calls == [6] * 8
+    return batch_model_fn
+
+
+def test_sample_many_equals_separate_runs_with_one_model_call_per_step():
+    noise = torch.randn(2, 4, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    model_fn, calls = gaussian_velocity(0.7), []
+    together = sample_many(counting(model_fn, calls), [noise] * 3, samplers=list(SAMPLERS), steps=8, shift=5.0)
+    # Step 0: all three grids start at t = 999 from the same noise, one evaluation (2 rows) serves them all.
+    # Step 7: legacy_ddim is at t = 0, where its update ignores the prediction: only the two flow samplers run.
+    assert [batch for batch, _, _ in calls] == [2] + [6] * 6 + [4]
+    assert calls[0][1] == [999, 999] and 0 not in calls[-1][1]
     for name, result in zip(SAMPLERS, together, strict=True):
-        torch.testing.assert_close(result, sample(model_fn, noise, sampler=name, steps=8, shift=5.0))
+        torch.testing.assert_close(result, sample(model_fn, noise, sampler=name, steps=8, shift=5.0), rtol=0, atol=0)
+
+
+def test_samplers_share_an_evaluation_only_on_the_same_model_and_the_same_noise():
+    noise = torch.randn(1, 4, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    velocity, calls = gaussian_velocity(0.7), []
+    samplers = ["flow_unipc", "flow_euler"]
+    sample_many(counting(velocity, calls), [noise] * 2, samplers=samplers, models=["a", "b"], steps=3, shift=5.0)
+    assert [(batch, models) for batch, _, models in calls] == [(2, ["a", "b"])] * 3  # two models: nothing shared
+    calls.clear()
+    sample_many(counting(velocity, calls), [noise, noise.clone()], samplers=samplers, steps=3, shift=5.0)
+    assert [batch for batch, _, _ in calls] == [2] * 3  # equal values in two tensors are two inputs, not one
+    calls.clear()
+    sample_many(counting(velocity, calls), [noise] * 2, samplers=samplers, models=["a", "a"], steps=3, shift=5.0)
+    assert [(batch, models) for batch, _, models in calls] == [(1, ["a"]), (2, ["a", "a"]), (2, ["a", "a"])]
+
+
+@pytest.mark.parametrize("steps", [2, 5, 20])
+def test_legacy_last_step_is_the_same_whatever_the_prediction(steps):
+    """At t = 0 the original loop ran the model and weighted its output by sqrt(1 - 1) = 0: skipping it is exact."""
+    solver = LegacyDDIMSolver(steps, 5.0)
+    last = steps - 1
+    assert solver.timesteps[last] == 0 and not solver.uses_prediction(last)
+    assert all(solver.uses_prediction(i) for i in range(last))
+    x = torch.randn(2, 4, 1, 4, 4, generator=torch.Generator().manual_seed(steps))
+    for pred in (torch.zeros_like(x), 1e6 * torch.randn_like(x)):
+        x_next, x0_pred = solver.step(last, x, pred)
+        assert torch.equal(x_next, x) and torch.equal(x0_pred, x)
+    assert LegacyDDIMSolver(1, 5.0).uses_prediction(0)  # one step: t = 999, the prediction is all there is
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, default_device, load_components
 from wan_t2i.performance import apply, preset
-from wan_t2i.samplers import SAMPLERS, check_sampler, sample_many, validate_sampling_args
+from wan_t2i.samplers import SAMPLERS, BatchModelFn, check_sampler, sample_many, validate_sampling_args
 
 MODELS = ("student", "teacher")
 MAX_PROMPT_CHARS = 2000  # UMT5 reads at most 512 tokens (about 2000 characters of English); longer is a mistake
@@ -175,12 +175,13 @@ class WanT2IPipeline:
 
     def _make_model_fn(
         self,
-        row_models: list[str],
+        models: Sequence[str],
         cond: torch.Tensor,
         uncond: torch.Tensor | None,
         guidance: tuple[float, float],
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """`model_fn(x, t)` over all branches: guidance branches and experts batched into as few forwards as possible.
+    ) -> BatchModelFn:
+        """`model_fn(x, t, row_models)` for `sample_many` over branches on `models`: guidance branches and experts
+        batched into as few forwards as possible.
 
         Row r of x belongs to `row_models[r]`; each row is routed to that model's expert for its own t (Wan 2.2: the
         high-noise expert while t >= boundary), and with guidance > 1 it is also run unconditionally, in the same
@@ -205,9 +206,9 @@ class WanT2IPipeline:
         def indices(values: list[int], device: torch.device) -> torch.Tensor:
             return constant(("index", *values), lambda: torch.tensor(values, device=device))
 
-        two_experts = any(self._experts(model)[1] is not None for model in row_models)
+        two_experts = any(self._experts(model)[1] is not None for model in models)
 
-        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def model_fn(x: torch.Tensor, t: torch.Tensor, row_models: list[str]) -> torch.Tensor:
             # Expert routing needs the timesteps on the host: one read per step, for two-expert models only.
             t_host = t.tolist() if two_experts else [None] * len(x)
             routes = [route(model, t_r) for model, t_r in zip(row_models, t_host, strict=True)]
@@ -350,8 +351,10 @@ class WanT2IPipeline:
         """Render `prompt` with each sampler (on the student, or the teacher where `models` says so).
 
         Every branch starts from the same seeded noise and the same text embeddings, and all branches share one
-        transformer forward per step where their models coincide. Raises ValueError for any bad argument
-        (see `check_arguments`); `seed=None` draws one, returned in the result.
+        transformer forward per step where their models coincide; branches on one model share the first step's
+        evaluation too (every grid starts at t = 999), and legacy_ddim's last step (t = 0, prediction unused) runs
+        none. Raises ValueError for any bad argument (see `check_arguments`); `seed=None` draws one, returned in the
+        result.
 
         Returns:
             A Generation: per branch the image, final latents, diagnostics, time and parameters; the seed used.
@@ -395,13 +398,14 @@ class WanT2IPipeline:
             if progress is not None:
                 progress(i + 1, steps)
 
-        model_fn = self._make_model_fn([m for _, m in branches], cond, uncond, (g_high, g_low))
+        branch_models = [m for _, m in branches]
         latents = sample_many(
-            model_fn,
+            self._make_model_fn(branch_models, cond, uncond, (g_high, g_low)),
             [noise] * len(branches),
             samplers=[s for s, _ in branches],
             steps=steps,
             shift=shift,
+            models=branch_models,
             callback=each_step,
         )
         denoised = self._clock()

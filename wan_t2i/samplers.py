@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,7 @@ MAX_STEPS = NUM_TRAIN_TIMESTEPS
 WAN_SIGMA_MAX = float(np.float32(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS))
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BatchModelFn = Callable[[torch.Tensor, torch.Tensor, list[Hashable]], torch.Tensor]  # (x, t, model of each row)
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
@@ -88,6 +89,10 @@ class Solver(Protocol):
         """Advance `x` by step `i` given the model's prediction; return (next x, predicted clean x0)."""
         ...
 
+    def uses_prediction(self, i: int) -> bool:
+        """False where step `i` gives the same result whatever the (finite) prediction, so the model need not run."""
+        ...
+
 
 class FlowUniPCSolver:
     """Wan's sampler: UniPC multistep (Zhao et al. 2023, bh2, order 2) on the shifted flow grid, as diffusers runs it.
@@ -114,6 +119,9 @@ class FlowUniPCSolver:
             self._device_weights = self.weights.to(x.device, x.dtype)
         self._inputs[i + 1] = pred
         return torch.tensordot(self._device_weights[i, : i + 2], self._inputs[: i + 2], dims=1), x0_pred
+
+    def uses_prediction(self, i: int) -> bool:
+        return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,6 +150,9 @@ class FlowEulerSolver:
         x0_pred = x - self.sigmas[i] * pred
         return x + (self.sigmas[i + 1] - self.sigmas[i]) * pred, x0_pred
 
+    def uses_prediction(self, i: int) -> bool:
+        return True
+
 
 class LegacyDDIMSolver:
     """The ORIGINAL, WRONG loop, kept to show the failure: DDIM (Song et al. 2021) with alpha_t = 1 - t/1000.
@@ -162,6 +173,11 @@ class LegacyDDIMSolver:
         x0_pred = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         return alpha_prev.sqrt() * x0_pred + (1 - alpha_prev).sqrt() * eps, x0_pred
 
+    def uses_prediction(self, i: int) -> bool:
+        # The last step of linspace(999, 0, N) is at t = 0, where alpha = alpha_prev = 1: eps is weighted by 0 and
+        # the step returns x itself, so the original loop's forward there changed nothing.
+        return bool(self.alphas[i] < 1)
+
 
 SOLVERS: dict[str, type[FlowUniPCSolver] | type[FlowEulerSolver] | type[LegacyDDIMSolver]] = {
     "flow_unipc": FlowUniPCSolver,
@@ -176,21 +192,28 @@ def make_solver(sampler: str, steps: int, shift: float) -> Solver:
 
 
 def sample_many(
-    model_fn: ModelFn,
+    model_fn: BatchModelFn,
     noises: Sequence[torch.Tensor],
     *,
     samplers: Sequence[str],
     steps: int,
     shift: float,
+    models: Sequence[Hashable] | None = None,
     callback: Callable[[int, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]], None] | None = None,
 ) -> list[torch.Tensor]:
-    """Run several samplers in lock-step from their own starting noise, one `model_fn` call per step.
+    """Run several samplers in lock-step from their own starting noise, at most one `model_fn` call per step.
+
+    A step evaluates the model once for all samplers together, and only where the result can matter: samplers on the
+    same model whose x and t coincide (the first step, from one noise tensor: every grid here starts at t = 999)
+    share one evaluation, and a sampler whose step ignores its prediction (`legacy_ddim` at t = 0) gets none.
 
     Args:
-        model_fn: `(x, t) -> prediction`, x (B, C, F, H, W), t (B,) int64 on the 0-1000 scale.
+        model_fn: `(x, t, row_models) -> prediction`, x (B, C, F, H, W), t (B,) int64 on the 0-1000 scale, and the
+            `models` entry of the sampler each row belongs to (a list of B).
         noises: one starting tensor (b_k, C, F, H, W) per sampler; they may be the same tensor.
         samplers: names from `SAMPLERS`, one per noise.
         steps, shift: the grid; every sampler takes the same number of steps.
+        models: which model each sampler runs on (any hashable; default: one model for all).
         callback: called after each step with (i, t per sampler, x per sampler, x0_pred per sampler).
 
     Returns:
@@ -198,22 +221,35 @@ def sample_many(
     """
     if len(noises) != len(samplers) or not samplers:
         raise ValueError(f"need one noise tensor per sampler, got {len(noises)} noises for {len(samplers)} samplers")
+    models = [None] * len(samplers) if models is None else list(models)
+    if len(models) != len(samplers):
+        raise ValueError(f"need one model per sampler, got {len(models)} models for {len(samplers)} samplers")
     solvers = [make_solver(name, steps, shift) for name in samplers]
-    xs = [noise.float() for noise in noises]
-    sizes = [len(x) for x in xs]
+    floats = {id(noise): noise.float() for noise in noises}  # one tensor per distinct noise: shared x stays shared
+    xs = [floats[id(noise)] for noise in noises]
     # Every step's timesteps go to the device at once: a copy per step would make the host wait for the GPU.
     grid = torch.stack([solver.timesteps for solver in solvers]).to(xs[0].device)  # (samplers, steps)
-    rows = torch.cat([torch.full((size,), k) for k, size in enumerate(sizes)]).to(xs[0].device)
     for i in range(steps):
-        ts = list(grid[:, i])
-        t = grid[:, i].index_select(0, rows)  # (B,)
-        preds = model_fn(torch.cat(xs), t).float().split(sizes)
+        evaluations: dict[tuple, int] = {}  # (model, x, t) -> the first sampler with them: its rows are evaluated
+        source = {}  # sampler -> the sampler whose evaluation it takes
+        for k, solver in enumerate(solvers):
+            if solver.uses_prediction(i):
+                source[k] = evaluations.setdefault((models[k], id(xs[k]), int(solver.timesteps[i])), k)
+        evaluated = list(evaluations.values())
+        preds = {}
+        if evaluated:
+            sizes = [len(xs[k]) for k in evaluated]
+            x = torch.cat([xs[k] for k in evaluated])
+            t = torch.cat([grid[k, i].expand(size) for k, size in zip(evaluated, sizes, strict=True)])  # (B,)
+            row_models = [models[k] for k, size in zip(evaluated, sizes, strict=True) for _ in range(size)]
+            preds = dict(zip(evaluated, model_fn(x, t, row_models).float().split(sizes), strict=True))
         x0_preds = []
         for k, solver in enumerate(solvers):
-            xs[k], x0_pred = solver.step(i, xs[k], preds[k])
+            pred = preds[source[k]] if k in source else torch.zeros_like(xs[k])
+            xs[k], x0_pred = solver.step(i, xs[k], pred)
             x0_preds.append(x0_pred)
         if callback is not None:
-            callback(i, ts, xs, x0_preds)
+            callback(i, list(grid[:, i]), xs, x0_preds)
     return xs
 
 
@@ -237,5 +273,10 @@ def sample(
         callback(i, ts[0], xs[0], x0s[0])
 
     return sample_many(
-        model_fn, [noise], samplers=[sampler], steps=steps, shift=shift, callback=each_step if callback else None
+        lambda x, t, row_models: model_fn(x, t),
+        [noise],
+        samplers=[sampler],
+        steps=steps,
+        shift=shift,
+        callback=each_step if callback else None,
     )[0]
