@@ -51,7 +51,7 @@ from transformers import UMT5Config, UMT5EncoderModel  # noqa: E402
 from wan_t2i.constants import TEXT_LEN  # noqa: E402
 from wan_t2i.demo.tokenizer import build_word_tokenizer  # noqa: E402
 from wan_t2i.loading import ModelDefaults, WanComponents, freeze  # noqa: E402
-from wan_t2i.performance import PerformanceSettings, apply, psnr, transformer_flops  # noqa: E402
+from wan_t2i.performance import GB, PerformanceSettings, apply, is_offloaded, psnr, transformer_flops  # noqa: E402
 from wan_t2i.pipeline import WanT2IPipeline  # noqa: E402
 from wan_t2i.samplers import sample_many  # noqa: E402
 
@@ -60,7 +60,6 @@ STEPS, GUIDANCE, SHIFT = 20, 5.0, 5.0
 NEGATIVE = "blurry, low quality, distorted, static, overexposed"
 REFERENCE_PROMPT = "a serene lake at sunset with snowy mountains"
 WORDS = "a photo of scene number with serene lake at sunset snowy mountains blurry low quality distorted static"
-GB = 1e9  # memory in GB of 10^9 bytes
 
 # Wan2.1-T2V-1.3B and one Wan2.2-T2V-A14B expert (their transformer/config.json); the rest are diffusers' defaults.
 WAN_13B = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30, freq_dim=256, text_dim=4096)
@@ -102,10 +101,15 @@ class Scale:
     counts: dict[tuple[str, tuple[int, int]], Counts]
     steps: int = STEPS
     peak_size: int = 8192
-    lowmem: tuple[str, tuple[int, int]] = ("14b", (480, 832))
+    # (model, size, GB of the card it is run as; 0: stream every layer, as on any card)
+    lowmem: tuple[tuple[str, tuple[int, int], float], ...] = (
+        ("14b", (480, 832), 0.0),
+        ("14b", (480, 832), 24.0),
+        ("14b", (1024, 1024), 24.0),
+    )
     ttfi: tuple[tuple[str, tuple[int, int]], ...] = (("1.3b", (480, 832)), ("14b", (1024, 1024)))
     cudagraphs: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
-    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 85.0, "ttfi": 80.0, "cudagraphs": 25.0})
+    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 200.0, "ttfi": 80.0, "cudagraphs": 25.0})
     budget_s: float = 480.0  # seconds from start-up; the lead's one GPU call is about 9 minutes
 
 
@@ -136,7 +140,7 @@ SMOKE = Scale(
     counts={},
     steps=2,
     peak_size=256,
-    lowmem=("14b", (64, 64)),
+    lowmem=(("14b", (64, 64), 0.0), ("14b", (64, 64), 24.0)),
     ttfi=(("1.3b", (64, 64)),),
     cudagraphs=("1.3b", (64, 64)),
     reserve_s={"lowmem": 10.0, "ttfi": 60.0, "cudagraphs": 20.0},
@@ -675,48 +679,76 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
     return components
 
 
+def lowmem_key(model: str, size: tuple[int, int], gpu_gb: float) -> str:
+    return f"lowmem{f'{gpu_gb:g}gb' if gpu_gb else ''}/{tag(model, size)}"
+
+
 def bench_lowmem(bench: Bench, components: WanComponents | None, text_encoder, tokenizer) -> None:
-    model, size = bench.scale.lowmem
-    key = f"lowmem/{tag(model, size)}"
+    """low_memory from CPU memory, for each (model, size, gpu_gb) case: gpu_gb 0 streams every layer; otherwise
+    `low_memory_for(gpu_gb=...)` keeps as many blocks on the GPU as such a card allows, and this process is capped
+    to gpu_gb of GPU memory (set_per_process_memory_fraction) so that it runs out of memory where that card would."""
+    device = bench.scale.device
+    for model, size, gpu_gb in bench.scale.lowmem:
 
-    def run():
-        nonlocal components
-        if components is None:
-            components = build_components(model, bench.scale, text_encoder, tokenizer)
-        restore_default_flags()
-        torch._dynamo.reset()
-        apply(components, PerformanceSettings())  # undo the optimised section's compilation and bf16 VAE
-        components.vae.float()
-        # Start where load_components(offload=True) leaves a model: transformer and text encoder in CPU memory.
-        to_cpu_s, _ = timed(lambda: [m.to("cpu") for m in (components.transformer, components.text_encoder)])
-        reset_peak()
-        settings = PerformanceSettings.low_memory_for(bench.scale.device)
-        apply_s, _ = timed(lambda: apply(components, settings))
-        apply_peak = peak_gb()
-        pipe = WanT2IPipeline(components)
-        with torch.inference_mode():  # the first offloaded forward records the block order for prefetching
-            inputs = forward_inputs(components.transformer, 2, size, bench.scale.device)
-            warm_s, _ = timed(lambda: components.transformer(**inputs))
-        first_encode_s, _ = timed(lambda: pipe.encode_prompt(NEGATIVE))  # likewise for the text encoder
-        # Peak memory does not depend on the number of steps: if 20 offloaded steps do not fit the budget, run 2.
-        estimate = bench.scale.steps * warm_s + 10.0
-        steps = bench.scale.steps if bench.allows("lowmem", estimate) else 2
-        reset_peak()
-        seconds, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps))  # a prompt not yet seen
-        result = summary([seconds], phases_s=generation.timings)
-        reference = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
-        eager = bench.references.get((model, size), {}).get("one")
-        if steps == bench.scale.steps:
-            result["slowdown_vs_ours"] = seconds / reference if reference else None
-            if eager is not None:
-                result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
-        return result | {
-            "settings": repr(settings), "to_cpu_s": to_cpu_s, "apply_s": apply_s, "apply_peak_gb": apply_peak,
-            "first_forward_s": warm_s, "first_encode_s": first_encode_s, "steps_run": steps,
-            "estimated_full_s": estimate,
-        }  # fmt: skip
+        def run(model=model, size=size, gpu_gb=gpu_gb):
+            nonlocal components
+            if components is None or is_offloaded(components.transformer):  # a fresh transformer for each case
+                components = None
+                gc.collect()
+                components = build_components(model, bench.scale, text_encoder, tokenizer)
+            restore_default_flags()
+            torch._dynamo.reset()
+            apply(components, PerformanceSettings())  # undo the optimised section's compilation and bf16 VAE
+            components.vae.float()
+            # Start where load_components(offload=True) leaves a model: transformer and text encoder in CPU memory.
+            to_cpu_s, _ = timed(lambda: [m.to("cpu") for m in (components.transformer, components.text_encoder)])
+            gc.collect()
+            reset_peak()
+            settings = PerformanceSettings.low_memory_for(device, gpu_gb=gpu_gb)
+            with memory_cap(gpu_gb, device):
+                apply_s, _ = timed(lambda: apply(components, settings))
+                apply_peak = peak_gb()
+                pipe = WanT2IPipeline(components)
+                with torch.inference_mode():  # the first offloaded forward records the block order for prefetching
+                    inputs = forward_inputs(components.transformer, 2, size, device)
+                    warm_s, _ = timed(lambda: components.transformer(**inputs))
+                first_encode_s, _ = timed(lambda: pipe.encode_prompt(NEGATIVE))  # likewise for the text encoder
+                # Peak memory does not depend on the number of steps: if 20 steps do not fit the budget, run 2.
+                estimate = bench.scale.steps * warm_s + 10.0
+                steps = bench.scale.steps if bench.allows("lowmem", estimate) else 2
+                reset_peak()
+                seconds, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps))  # a new prompt
+            result = summary([seconds], phases_s=generation.timings)
+            reference = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
+            eager = bench.references.get((model, size), {}).get("one")
+            if steps == bench.scale.steps:
+                result["slowdown_vs_ours"] = seconds / reference if reference else None
+                if eager is not None:
+                    result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
+            return result | {
+                "settings": repr(settings), "gpu_gb": gpu_gb, "resident_gb": settings.resident_gb,
+                "resident_blocks": sum(not is_offloaded(b) for b in components.transformer.blocks),
+                "blocks": len(components.transformer.blocks), "to_cpu_s": to_cpu_s, "apply_s": apply_s,
+                "apply_peak_gb": apply_peak, "first_forward_s": warm_s, "first_encode_s": first_encode_s,
+                "steps_run": steps, "estimated_full_s": estimate,
+            }  # fmt: skip
 
-    bench.item("lowmem", key, run)
+        bench.item("lowmem", lowmem_key(model, size, gpu_gb), run)
+
+
+@contextlib.contextmanager
+def memory_cap(gpu_gb: float, device: str):
+    """Let this process allocate at most `gpu_gb` GB on the GPU for the duration, as a card of that size would."""
+    if not gpu_gb or device != "cuda":
+        yield
+        return
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_gb * GB / total))
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
 
 
 def bench_cudagraphs(bench: Bench, tokenizer) -> None:
@@ -814,7 +846,11 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="raw JSON (default benchmarks/results_gpu.json)")
     parser.add_argument("--results-md", default=None, help="the table (default benchmarks/RESULTS.md)")
     parser.add_argument("--ttfi", default=None, help="MODEL@HxW[,...] for the ttfi section, e.g. 14b@1024x1024")
-    parser.add_argument("--lowmem", default=None, help="MODEL@HxW for the lowmem section (default 14b@480x832)")
+    parser.add_argument(
+        "--lowmem",
+        default=None,
+        help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
+    )
     parser.add_argument("--render", default=None, help="only rewrite --results-md from this JSON (no GPU needed)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
     parser.add_argument("--child-ttfi", nargs=2, help=argparse.SUPPRESS)
@@ -837,11 +873,13 @@ def main() -> None:
         value, cases = getattr(args, name), []
         for case in (value or "").split(",") if value else []:
             model, _, size = case.partition("@")
+            size, _, gpu_gb = size.partition(":") if name == "lowmem" else (size, "", "")
             if model not in scale.transformers or "x" not in size:
                 parser.error(f"--{name} takes MODEL@HxW, MODEL one of {', '.join(scale.transformers)}; got {case}")
-            cases.append((model, tuple(int(v) for v in size.split("x"))))
+            size = tuple(int(v) for v in size.split("x"))
+            cases.append((model, size, float(gpu_gb or 0)) if name == "lowmem" else (model, size))
         if cases:
-            scale = replace(scale, **{name: tuple(cases) if name == "ttfi" else cases[0]})
+            scale = replace(scale, **{name: tuple(cases)})
     smoke_dir = Path(tempfile.gettempdir()) / "wan_t2i_gpu_smoke"
     args.out = args.out or str(smoke_dir / "results.json" if args.smoke else ROOT / "benchmarks/results_gpu.json")
     args.results_md = args.results_md or str(smoke_dir / "RESULTS.md" if args.smoke else ROOT / "benchmarks/RESULTS.md")
@@ -874,7 +912,7 @@ def main() -> None:
     kept = None
     for model in model_sections:
         components = bench_model(bench, model, text_encoder, tokenizer)
-        if model == scale.lowmem[0] and "lowmem" in sections:
+        if model == scale.lowmem[0][0] and "lowmem" in sections:
             kept = components
         del components
         gc.collect()

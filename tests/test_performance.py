@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_transformer
+from diffusers import WanTransformer3DModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -46,7 +47,13 @@ def test_cuda_presets():
     default = PerformanceSettings.default_for("cuda")
     assert default.tf32 and not default.compile and default.vae_dtype is None and not default.low_memory
     low = PerformanceSettings.low_memory_for("cuda")
-    assert low.low_memory and not low.compile
+    assert low.low_memory and not low.compile and low.resident_gb == 0  # no card to measure here: stream everything
+
+
+def test_low_memory_keeps_what_the_card_has_room_for(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(total_memory=24e9))
+    assert PerformanceSettings.low_memory_for("cuda").resident_gb == 24 - performance.LOW_MEMORY_HEADROOM_GB
 
 
 def test_fastest_on_cuda(monkeypatch):
@@ -105,6 +112,48 @@ def test_streamed_layers_compute_the_same(tiny_wan_dir):
     assert torch.equal(c.text_encoder(ids).last_hidden_state, text_before)
     video_after = c.transformer(hidden_states=x, timestep=t, encoder_hidden_states=context, return_dict=False)[0]
     assert torch.equal(video_after, video_before)
+
+
+@torch.inference_mode()
+def test_resident_blocks_stay_whole_and_the_rest_streams():
+    """low_memory on a card with room: the blocks in `resident` get no offloading hooks and are used as they are;
+    every other layer streams; the output is unchanged and the model's tree is the original one afterwards."""
+    from diffusers.hooks import HookRegistry
+
+    def hooked(module):
+        return HookRegistry.check_if_exists_or_initialize(module).get_hook("group_offloading") is not None
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=4, rope_max_seq_len=32,
+    ).eval()  # fmt: skip
+    inputs = dict(
+        hidden_states=torch.randn(2, 16, 1, 8, 8), timestep=torch.tensor([900, 100]),
+        encoder_hidden_states=torch.randn(2, 12, 32), return_dict=False,
+    )  # fmt: skip
+    before = model(**inputs)[0]
+    blocks = list(model.blocks)
+    resident = performance.resident_blocks(model, 2.5 * sum(p.nbytes for p in blocks[0].parameters()))
+    assert resident == [blocks[1], blocks[3]]  # 2 of 4 blocks fit, spread over the depth
+    performance.stream_layers(model, torch.device("cpu"), resident=resident)
+    assert list(model.blocks) == blocks and performance.is_offloaded(model)
+    assert not any(hooked(m) for block in resident for m in block.modules())
+    assert hooked(blocks[0].attn1.to_q) and hooked(blocks[2].ffn.net[2]) and hooked(model.proj_out)
+    assert torch.equal(model(**inputs)[0], before)
+
+
+def test_resident_budget_per_card():
+    assert PerformanceSettings.low_memory_for("cuda", gpu_gb=24).resident_gb == 24 - performance.LOW_MEMORY_HEADROOM_GB
+    assert PerformanceSettings.low_memory_for("cuda", gpu_gb=8).resident_gb == 0  # small card: everything streams
+    assert PerformanceSettings.low_memory_for("cpu") == PerformanceSettings()
+    model = tiny_transformer()
+    block = sum(p.nbytes for p in model.blocks[0].parameters())
+    assert performance.resident_blocks(model, 0) == [] and performance.resident_blocks(model, block - 1) == []
+    assert performance.resident_blocks(model, 100 * block) == list(model.blocks)
+    assert performance.resident_blocks(model, 1.5 * block) == [model.blocks[1]]  # the middle of two
+    with pytest.raises(ValueError, match="resident_gb must be a number of GB >= 0, got -1"):
+        PerformanceSettings(low_memory=True, resident_gb=-1)
 
 
 def test_from_pretrained_low_memory_loads_the_large_modules_off_the_gpu(tiny_wan_dir, monkeypatch):

@@ -8,9 +8,10 @@ beyond bf16 rounding: `benchmarks/gpu.py` checks each image against the eager on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = {"cudnn": torch.nn.attention.SDPBackend.CUDNN_ATTENTION}
 RECOMPILE_LIMIT = 64  # one compiled block serves every layer; each (batch, resolution) pair is one more graph
+GB = 1e9
+# What low_memory needs on the GPU besides the blocks it keeps there: the streamed layers in flight, UMT5's 2.1 GB
+# token embedding while a prompt is encoded, activations and the VAE decode. Streaming everything, the 14B at 480x832
+# peaked at 4.0 GB (benchmarks/RESULTS.md); this leaves room for 1024x1024 and the allocator's slack.
+LOW_MEMORY_HEADROOM_GB = 10.0
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,14 @@ class PerformanceSettings:
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
     low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
+    resident_gb: float = 0.0  # with low_memory: GB of transformer blocks kept on the GPU instead, split between them
 
     def __post_init__(self):
         if self.compile and self.low_memory:
             raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
+        gb = self.resident_gb
+        if isinstance(gb, bool) or not isinstance(gb, int | float) or not math.isfinite(gb) or gb < 0:
+            raise ValueError(f"resident_gb must be a number of GB >= 0, got {gb!r}")
         if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
             raise ValueError(
                 f"attention must be None or one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}"
@@ -65,9 +75,16 @@ class PerformanceSettings:
         return cls(compile=True, vae_dtype=torch.bfloat16, tf32=True, attention="cudnn" if hopper else None)
 
     @classmethod
-    def low_memory_for(cls, device: str | torch.device) -> PerformanceSettings:
-        """For GPUs of 24 GB: transformer and text-encoder layers streamed from pinned CPU memory as they run."""
-        return cls(low_memory=torch.device(device).type == "cuda", tf32=torch.device(device).type == "cuda")
+    def low_memory_for(cls, device: str | torch.device, gpu_gb: float | None = None) -> PerformanceSettings:
+        """For GPUs of 24 GB: transformer and text-encoder layers streamed from pinned CPU memory as they run, but
+        for as many transformer blocks as fit in `gpu_gb` (default: the card's memory) less LOW_MEMORY_HEADROOM_GB,
+        which stay on the GPU: a 24 GB card keeps 14 GB of blocks there and streams only the rest."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return cls()
+        if gpu_gb is None:  # unknown without a visible card: stream everything, which fits any
+            gpu_gb = torch.cuda.get_device_properties(device).total_memory / GB if torch.cuda.is_available() else 0.0
+        return cls(low_memory=True, tf32=True, resident_gb=max(0.0, gpu_gb - LOW_MEMORY_HEADROOM_GB))
 
 
 PRESETS = {
@@ -109,15 +126,35 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         else:
             uncompile_blocks(transformer)
     if settings.low_memory and components.device.type == "cuda":
-        for module in [*transformers_of(components), components.text_encoder]:
-            stream_layers(module, components.device)
+        transformers = transformers_of(components)
+        budget = settings.resident_gb * GB / len(transformers)
+        for transformer in transformers:
+            stream_layers(transformer, components.device, resident=resident_blocks(transformer, budget))
+        stream_layers(components.text_encoder, components.device)
         torch.cuda.empty_cache()
 
 
-def stream_layers(module: torch.nn.Module, device: torch.device, *, use_stream: bool | None = None) -> None:
+def resident_blocks(transformer: torch.nn.Module, budget_bytes: float) -> list[torch.nn.Module]:
+    """As many of the transformer's blocks as `budget_bytes` holds, spread evenly over its depth (so that the
+    streamed blocks' copies overlap the compute of resident ones, not only of each other)."""
+    blocks = _repeated_blocks(transformer)
+    if not blocks:
+        return []
+    size = sum(p.numel() * p.element_size() for p in blocks[0].parameters())
+    keep = min(len(blocks), int(budget_bytes // size)) if size else len(blocks)
+    return [blocks[(2 * j + 1) * len(blocks) // (2 * keep)] for j in range(keep)]
+
+
+def stream_layers(
+    module: torch.nn.Module,
+    device: torch.device,
+    *,
+    use_stream: bool | None = None,
+    resident: Sequence[torch.nn.Module] = (),
+) -> None:
     """diffusers' group offloading at leaf level: every weight in pinned CPU memory, each layer copied to `device`
     just before it runs, the next one copied in on a side stream while this one computes. Works wherever the module
-    is (CPU-loaded or on the GPU).
+    is (CPU-loaded or on the GPU). The `resident` submodules are moved to `device` whole and never streamed.
 
     Leaf level, not block level: block level moves everything outside the blocks (UMT5's 2.1 GB token embedding,
     Wan's timestep and text embedders) without the side stream, from pageable memory, at every forward.
@@ -129,14 +166,37 @@ def stream_layers(module: torch.nn.Module, device: torch.device, *, use_stream: 
         return
     from diffusers.hooks import apply_group_offloading
 
-    apply_group_offloading(
-        module,
-        onload_device=device,
-        offload_type="leaf_level",
-        use_stream=use_stream,
-        non_blocking=use_stream,
-        record_stream=use_stream,
-    )
+    # diffusers hooks every layer it finds under `module`, and records their order at the first forward for the
+    # prefetching: resident parts are taken out of the tree while it looks, so that it never sees them.
+    with _detached(module, resident):
+        apply_group_offloading(
+            module,
+            onload_device=device,
+            offload_type="leaf_level",
+            use_stream=use_stream,
+            non_blocking=use_stream,
+            record_stream=use_stream,
+        )
+    for part in resident:
+        part.to(device)
+
+
+@contextlib.contextmanager
+def _detached(module: torch.nn.Module, parts: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Replace `parts` (submodules of `module`) by empty placeholders for the duration, then put them back."""
+    places = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent._modules.items()
+        if any(child is part for part in parts)
+    ]
+    try:
+        for parent, name, _ in places:
+            parent._modules[name] = torch.nn.Identity()
+        yield
+    finally:
+        for parent, name, child in places:
+            parent._modules[name] = child
 
 
 def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True) -> None:
