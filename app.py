@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from wan_t2i.diagnostics import HEALTHY_STD_RATIO
-from wan_t2i.loading import ModelLoadError
 from wan_t2i.performance import PRESETS
 from wan_t2i.pipeline import MAX_GUIDANCE, MAX_SEED, MODELS, Generation, WanT2IPipeline
 from wan_t2i.samplers import SAMPLERS
@@ -460,6 +459,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see benchmarks/RESULTS.md",
     )
     parser.add_argument(
+        "--gpu_memory_gb",
+        type=float,
+        default=env("WAN_T2I_GPU_MEMORY_GB"),  # argparse converts a string default with `type` too
+        help="with low_memory: GB of GPU memory to plan for (default: the whole card)",
+    )
+    parser.add_argument(
         "--render_on_load",
         choices=["auto", "yes", "no"],
         default=env("WAN_T2I_RENDER_ON_LOAD", "auto"),
@@ -479,6 +484,7 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
         dtype=args.dtype,
         with_teacher=args.with_teacher,
         performance=args.performance,
+        gpu_memory_gb=args.gpu_memory_gb,
     )
 
 
@@ -486,7 +492,7 @@ if __name__ == "__main__" or os.environ.get("SPACE_ID"):
     args = parse_args(None if __name__ == "__main__" else [])
     try:
         pipe = load_pipeline(args)
-    except ModelLoadError as error:
+    except ValueError as error:  # ModelLoadError, or settings that do not fit (a bad gpu_memory_gb)
         sys.exit(f"app.py: {error}")
     embedded = args.model_path is None and args.teacher_path is None
     demo = create_demo(

@@ -164,9 +164,8 @@ def test_concurrent_clients_each_get_the_image_of_their_seed(url: str, tiny_pipe
 
 
 def test_configuration_comes_from_flags_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WAN_T2I_MODEL_PATH", "WAN_T2I_TEACHER_PATH", "WAN_T2I_DEVICE", "WAN_T2I_DTYPE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("WAN_T2I_WITH_TEACHER", raising=False)
+    for name in ("MODEL_PATH", "TEACHER_PATH", "DEVICE", "DTYPE", "GPU_MEMORY_GB", "WITH_TEACHER"):
+        monkeypatch.delenv(f"WAN_T2I_{name}", raising=False)
     defaults = app.parse_args([])
     assert (defaults.model_path, defaults.teacher_path, defaults.with_teacher) == (None, None, False)  # the demo
     monkeypatch.setenv("WAN_T2I_TEACHER_PATH", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
@@ -174,6 +173,8 @@ def test_configuration_comes_from_flags_then_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("WAN_T2I_WITH_TEACHER", "1")
     args = app.parse_args(["--dtype", "fp32"])
     assert (args.teacher_path, args.dtype, args.with_teacher) == ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "fp32", True)
+    monkeypatch.setenv("WAN_T2I_GPU_MEMORY_GB", "20")
+    assert app.parse_args([]).gpu_memory_gb == 20.0 and app.parse_args(["--gpu_memory_gb", "16"]).gpu_memory_gb == 16
 
 
 def test_gpu_time_grows_with_the_work_and_survives_bad_values() -> None:

@@ -50,6 +50,8 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tiny_wan_dir, tmp_pat
         (["--num_inference_steps", "0"], "error: steps must be an integer from 1 to 1000, got 0"),
         (["--shift", "-1"], "error: shift must be a finite number > 0, got -1.0"),
         (["--height", "33"], "error: height must be a multiple of 16"),
+        (["--gpu_memory_gb", "24"], "error: gpu_memory_gb is for the low_memory preset"),
+        (["--performance", "low_memory", "--gpu_memory_gb", "0"], "error: gpu_memory_gb must be a number of GB > 0"),
     ]:
         done = subprocess.run([*argv, "--output_path", str(tmp_path / "x.png"), *extra], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -52,8 +52,15 @@ def test_cuda_presets():
 
 def test_low_memory_keeps_what_the_card_has_room_for(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(total_memory=24e9))
-    assert PerformanceSettings.low_memory_for("cuda").resident_gb == 24 - performance.LOW_MEMORY_HEADROOM_GB
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(total_memory=40e9))
+    assert PerformanceSettings.low_memory_for("cuda").resident_gb == 40 - performance.LOW_MEMORY_HEADROOM_GB
+    # A shared card: the user says how much of it to plan for.
+    assert performance.preset("low_memory", "cuda", 24).resident_gb == 24 - performance.LOW_MEMORY_HEADROOM_GB
+    assert performance.preset("low_memory", "cuda") == PerformanceSettings.low_memory_for("cuda")
+    with pytest.raises(ValueError, match="gpu_memory_gb must be a number of GB > 0, got nan"):
+        performance.preset("low_memory", "cuda", float("nan"))
+    with pytest.raises(ValueError, match="gpu_memory_gb is for the low_memory preset"):
+        performance.preset("fastest", "cuda", 24)
 
 
 def test_fastest_on_cuda(monkeypatch):
@@ -168,7 +175,9 @@ def test_from_pretrained_low_memory_loads_the_large_modules_off_the_gpu(tiny_wan
         return load_components(*args, **kwargs)
 
     monkeypatch.setattr(pipeline_module, "load_components", load_and_record)
-    monkeypatch.setattr(pipeline_module, "preset", lambda name, device: PerformanceSettings(low_memory=True))
+    monkeypatch.setattr(
+        pipeline_module, "preset", lambda name, device, gpu_gb=None: PerformanceSettings(low_memory=True)
+    )
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", performance="low_memory")
     assert calls[0]["offload"] is True
     assert pipe.generate("a lake", seed=1, steps=2)["flow_unipc"].image.size == (

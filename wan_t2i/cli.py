@@ -35,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRESETS),
         default="default",
         help="default: safe, no start-up cost; fastest: compiled blocks, fused attention, bf16 VAE (GPU servers); "
-        "low_memory: model loaded into CPU memory, layers streamed to the GPU as they run (small GPUs: a 14B in 4 GB)",
+        "low_memory: model loaded into CPU memory, as many transformer blocks kept on the GPU as it has room for and "
+        "the rest streamed as they run (a 14B on a 24 GB card)",
+    )
+    model.add_argument(
+        "--gpu_memory_gb",
+        type=float,
+        help="with --performance low_memory: GB of GPU memory to plan for (default: the whole card; 0 < GB)",
     )
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", required=True)
@@ -91,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             vae_dtype=args.vae_dtype,
             with_teacher=args.with_teacher or args.compare_teacher,
             performance=args.performance,
+            gpu_memory_gb=args.gpu_memory_gb,
         )
         steps = args.num_inference_steps if args.num_inference_steps is not None else pipe.defaults.steps
         with tqdm(total=steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:

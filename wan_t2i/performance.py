@@ -27,9 +27,10 @@ ATTENTION_BACKENDS = {"cudnn": torch.nn.attention.SDPBackend.CUDNN_ATTENTION}
 RECOMPILE_LIMIT = 64  # one compiled block serves every layer; each (batch, resolution) pair is one more graph
 GB = 1e9
 # What low_memory needs on the GPU besides the blocks it keeps there: the streamed layers in flight, UMT5's 2.1 GB
-# token embedding while a prompt is encoded, activations and the VAE decode. Streaming everything, the 14B at 480x832
-# peaked at 4.0 GB (benchmarks/RESULTS.md); this leaves room for 1024x1024 and the allocator's slack.
-LOW_MEMORY_HEADROOM_GB = 10.0
+# token embedding while a prompt is encoded, activations and the fp32 VAE decode. Measured on the 14B
+# (benchmarks/RESULTS.md): 4.6 GB at 480x832 and 9.2 GB at 1024x1024, where the decode dominates; the rest is slack
+# for the allocator and for what CUDA itself keeps on a card.
+LOW_MEMORY_HEADROOM_GB = 12.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class PerformanceSettings:
     def low_memory_for(cls, device: str | torch.device, gpu_gb: float | None = None) -> PerformanceSettings:
         """For GPUs of 24 GB: transformer and text-encoder layers streamed from pinned CPU memory as they run, but
         for as many transformer blocks as fit in `gpu_gb` (default: the card's memory) less LOW_MEMORY_HEADROOM_GB,
-        which stay on the GPU: a 24 GB card keeps 14 GB of blocks there and streams only the rest."""
+        which stay on the GPU: a 24 GB card keeps 12 GB of blocks there and streams only the rest."""
         device = torch.device(device)
         if device.type != "cuda":
             return cls()
@@ -94,10 +95,20 @@ PRESETS = {
 }
 
 
-def preset(name: str, device: str | torch.device) -> PerformanceSettings:
-    """The named preset (`default`, `fastest`, `low_memory`) for `device`; the CLI's and app's --performance."""
+def preset(name: str, device: str | torch.device, gpu_memory_gb: float | None = None) -> PerformanceSettings:
+    """The named preset (`default`, `fastest`, `low_memory`) for `device`; the CLI's and app's --performance.
+
+    `gpu_memory_gb`: with `low_memory`, the GPU memory to plan for instead of the whole card (a shared card).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown performance preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if gpu_memory_gb is not None:
+        gb = gpu_memory_gb
+        if isinstance(gb, bool) or not isinstance(gb, int | float) or not math.isfinite(gb) or gb <= 0:
+            raise ValueError(f"gpu_memory_gb must be a number of GB > 0, got {gb!r}")
+        if name != "low_memory":
+            raise ValueError(f"gpu_memory_gb is for the low_memory preset; {name!r} keeps the whole model on the GPU")
+        return PerformanceSettings.low_memory_for(device, gpu_gb=float(gb))
     return PRESETS[name](device)
 
 

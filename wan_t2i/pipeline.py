@@ -82,16 +82,23 @@ class WanT2IPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, model_path=None, teacher_path=None, *, performance: str = "default", **kwargs
+        cls,
+        model_path=None,
+        teacher_path=None,
+        *,
+        performance: str = "default",
+        gpu_memory_gb: float | None = None,
+        **kwargs,
     ) -> WanT2IPipeline:
         """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
 
         `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory"), applied to the
-        loaded modules for their device; see benchmarks/RESULTS.md for what each buys.
+        loaded modules for their device; see benchmarks/RESULTS.md for what each buys. `gpu_memory_gb`, with
+        low_memory: the GPU memory it may plan for (default: the whole card).
         """
         device = kwargs.pop("device", None)
         device = torch.device(device) if device is not None else default_device()
-        settings = preset(performance, device)
+        settings = preset(performance, device, gpu_memory_gb)
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         apply(components, settings)
         return cls(components)
