@@ -49,9 +49,8 @@ class PerformanceSettings:
     def __post_init__(self):
         if self.compile and self.low_memory:
             raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
-        gb = self.resident_gb
-        if isinstance(gb, bool) or not isinstance(gb, int | float) or not math.isfinite(gb) or gb < 0:
-            raise ValueError(f"resident_gb must be a number of GB >= 0, got {gb!r}")
+        if not _is_finite_number(self.resident_gb) or self.resident_gb < 0:
+            raise ValueError(f"resident_gb must be a number of GB >= 0, got {self.resident_gb!r}")
         if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
             raise ValueError(
                 f"attention must be None or one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}"
@@ -103,13 +102,16 @@ def preset(name: str, device: str | torch.device, gpu_memory_gb: float | None = 
     if name not in PRESETS:
         raise ValueError(f"unknown performance preset {name!r}; choose one of {', '.join(PRESETS)}")
     if gpu_memory_gb is not None:
-        gb = gpu_memory_gb
-        if isinstance(gb, bool) or not isinstance(gb, int | float) or not math.isfinite(gb) or gb <= 0:
-            raise ValueError(f"gpu_memory_gb must be a number of GB > 0, got {gb!r}")
+        if not _is_finite_number(gpu_memory_gb) or gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb must be a number of GB > 0, got {gpu_memory_gb!r}")
         if name != "low_memory":
             raise ValueError(f"gpu_memory_gb is for the low_memory preset; {name!r} keeps the whole model on the GPU")
-        return PerformanceSettings.low_memory_for(device, gpu_gb=float(gb))
+        return PerformanceSettings.low_memory_for(device, gpu_gb=float(gpu_memory_gb))
     return PRESETS[name](device)
+
+
+def _is_finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def transformers_of(components: WanComponents) -> list[torch.nn.Module]:
