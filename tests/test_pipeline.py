@@ -141,9 +141,18 @@ def test_diagnostics_flag_the_legacy_loop(tiny_pipe):
     assert result.timings["total"] >= result.timings["denoise"] > 0
 
 
-def test_default_negative_prompt_is_wans_unless_the_model_sets_one():
-    assert ModelDefaults().negative_prompt == WAN_NEGATIVE_PROMPT
+def test_default_negative_prompt_is_wans_unless_the_model_sets_one(tiny_wan_dir, tmp_path):
+    import json
+    import shutil
+
     assert ModelDefaults.read(None).negative_prompt == WAN_NEGATIVE_PROMPT
+    (tmp_path / "plain").mkdir()
+    assert ModelDefaults.read(tmp_path / "plain").negative_prompt == WAN_NEGATIVE_PROMPT  # no wan_t2i.json
+    bundle = shutil.copytree(tiny_wan_dir, tmp_path / "own")
+    (bundle / "wan_t2i.json").write_text(json.dumps({"negative_prompt": "blurry"}))
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=bundle, device="cpu")
+    assert pipe.request("a lake").negative_prompt == "blurry"
+    assert pipe.request("a lake", negative_prompt="").negative_prompt == ""  # an explicit empty one is kept
 
 
 @pytest.mark.parametrize(
@@ -191,10 +200,10 @@ def test_student_against_teacher_from_one_seed(tiny_wan_dir, tmp_path):
     assert not torch.allclose(both["student/flow_unipc"].latents, both["teacher/flow_unipc"].latents)
 
 
-def test_check_arguments_validates_without_sampling(tiny_pipe, monkeypatch):
+def test_request_validates_without_sampling(tiny_pipe, monkeypatch):
     calls = count_calls(tiny_pipe.components.transformer, monkeypatch)
-    resolved = tiny_pipe.check_arguments("a lake", samplers=["legacy_ddim", "flow_unipc"])
-    assert resolved["steps"] == 4 and resolved["height"] == 32 and resolved["seed"] is None
+    resolved = tiny_pipe.request("a lake", samplers=["legacy_ddim", "flow_unipc"])
+    assert resolved.steps == 4 and resolved.height == 32 and resolved.seed is None
     with pytest.raises(ValueError, match="steps must be an integer from 1 to 1000, got 0"):
-        tiny_pipe.check_arguments("a lake", steps=0)
+        tiny_pipe.request("a lake", steps=0)
     assert calls == []

@@ -10,7 +10,6 @@ timesteps `t = sigma * 1000` on the 0-1000 training scale, model prediction `v =
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
@@ -19,6 +18,7 @@ import torch
 from diffusers import UniPCMultistepScheduler
 
 from wan_t2i.constants import NUM_TRAIN_TIMESTEPS
+from wan_t2i.values import is_finite_number, is_integer
 
 SAMPLERS = ("flow_unipc", "flow_euler", "legacy_ddim")
 MAX_STEPS = NUM_TRAIN_TIMESTEPS
@@ -41,9 +41,9 @@ def check_sampler(sampler: str) -> None:
 def validate_sampling_args(sampler: str, steps: int, shift: float) -> None:
     """Raise ValueError naming the bad value and the allowed range."""
     check_sampler(sampler)
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or not 1 <= steps <= MAX_STEPS:
+    if not is_integer(steps) or not 1 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
-    if isinstance(shift, bool) or not isinstance(shift, int | float) or not math.isfinite(shift) or shift <= 0:
+    if not is_finite_number(shift) or shift <= 0:
         raise ValueError(f"shift must be a finite number > 0, got {shift!r}")
 
 
@@ -53,9 +53,17 @@ def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
 
 
 def flow_schedule(steps: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wan's flow UniPC grid: integer timesteps (steps,) and sigmas (steps + 1,) ending at 0, shift applied once."""
-    scheduler = wan_unipc_scheduler(steps, shift)
-    return scheduler.timesteps.clone(), scheduler.sigmas.clone()
+    """Wan's flow UniPC grid: integer timesteps (steps,) and sigmas (steps + 1,) ending at 0, shift applied once.
+
+    The unshifted grid is linspace(0.999, 0, steps + 1) without its 0 (wan/utils/fm_solvers_unipc.py), computed in
+    float64 and truncated to integer timesteps exactly as diffusers' UniPCMultistepScheduler.set_timesteps does, so
+    that the model sees the timesteps Wan passes (tested against Wan's own schedules).
+    """
+    sigmas = shift_sigmas(np.linspace(WAN_SIGMA_MAX, 0.0, steps + 1)[:-1], shift)
+    if abs(sigmas[0] - 1) < 1e-6:  # diffusers keeps sigma < 1 so that log(alpha) stays finite in UniPC's update
+        sigmas[0] -= 1e-6
+    timesteps = torch.from_numpy(sigmas * NUM_TRAIN_TIMESTEPS).to(torch.int64)
+    return timesteps, torch.from_numpy(np.append(sigmas, 0.0).astype(np.float32))
 
 
 def legacy_ddim_timesteps(steps: int) -> torch.Tensor:
@@ -132,6 +140,10 @@ def unipc_weights(steps: int, shift: float) -> torch.Tensor:
     reproduced exactly; the scheduler's sigma arithmetic stays in its own float32, the combination runs in float64.
     """
     scheduler = wan_unipc_scheduler(steps, shift)
+    # Steps in order, not looked up by timestep value: where a grid's first integer timesteps repeat (shift 5 with
+    # 251+ steps, shift 20 with 60), diffusers' and Wan's lookup both pick the second copy and run off the end.
+    # Where no timestep repeats, the order is the one the lookup finds, so the weights are unchanged.
+    scheduler.set_begin_index(0)
     basis = torch.eye(steps + 1, dtype=torch.float64).unsqueeze(-1)  # sample (n, 1): one row per input
     x, rows = basis[:, 0], []
     for i in range(steps):
@@ -187,7 +199,7 @@ SOLVERS: dict[str, type[FlowUniPCSolver] | type[FlowEulerSolver] | type[LegacyDD
 
 
 def make_solver(sampler: str, steps: int, shift: float) -> Solver:
-    validate_sampling_args(sampler, steps, shift)
+    """The solver of a sampler name, for arguments already validated (`validate_sampling_args`)."""
     return SOLVERS[sampler](int(steps), float(shift))
 
 
@@ -224,6 +236,8 @@ def sample_many(
     models = [None] * len(samplers) if models is None else list(models)
     if len(models) != len(samplers):
         raise ValueError(f"need one model per sampler, got {len(models)} models for {len(samplers)} samplers")
+    for name in dict.fromkeys(samplers):
+        validate_sampling_args(name, steps, shift)
     solvers = [make_solver(name, steps, shift) for name in samplers]
     floats = {id(noise): noise.float() for noise in noises}  # one tensor per distinct noise: shared x stays shared
     xs = [floats[id(noise)] for noise in noises]
