@@ -20,6 +20,7 @@ from PIL import Image
 
 import app
 from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.request import GenerationRequest
 
 PROMPT = "A serene lake at sunset"
 STEPS = 3
@@ -178,15 +179,15 @@ def test_configuration_comes_from_flags_then_environment(monkeypatch: pytest.Mon
 
 
 def test_gpu_time_grows_with_the_work_and_survives_bad_values() -> None:
-    def request(steps: object, branches: int = 1, size: int = 480) -> app.Request:
+    def request(steps: int, branches: int = 1, size: int = 480) -> GenerationRequest:
         samplers = ("flow_unipc", "legacy_ddim")[:branches]
-        return app.Request("p", samplers, None, "", steps, 5.0, 5.0, 0, size, size)
+        return GenerationRequest("p", "", samplers, steps=steps, height=size, width=size)
 
     small, more_steps = app.gpu_seconds(request(10)), app.gpu_seconds(request(50))
     assert app.GPU_BASE_SECONDS <= small < more_steps < app.gpu_seconds(request(50, branches=2))
     assert app.gpu_seconds(request(50, size=1024)) > more_steps
     assert app.gpu_seconds(request(1000, 2, 2048)) == app.GPU_MAX_SECONDS
-    assert app.gpu_seconds(request("twenty")) == app.GPU_BASE_SECONDS
+    assert app.gpu_seconds("twenty") == app.GPU_BASE_SECONDS  # not a request: the fixed minimum, no error
 
 
 def test_the_vocabulary_note_is_shown_when_the_model_has_one(tiny_pipe: WanT2IPipeline) -> None:
