@@ -55,6 +55,10 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tiny_wan_dir, tmp_pat
     ]:
         done = subprocess.run([*argv, "--output_path", str(tmp_path / "x.png"), *extra], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    lone_student = subprocess.run(
+        [*argv[:3], "--model_path", str(tiny_wan_dir), "--prompt", "x"], capture_output=True, text=True
+    )
+    assert lone_student.returncode == 2 and "error: --model_path needs --teacher_path" in lone_student.stderr
     missing = subprocess.run(
         [*argv[:3], "--teacher_path", str(tmp_path / "nope"), "--prompt", "x"], capture_output=True, text=True
     )

@@ -41,7 +41,7 @@ def test_student_overrides_the_transformer(tiny_wan_dir, tmp_path):
 
 
 def test_student_without_teacher_path_is_refused(tmp_path):
-    with pytest.raises(ModelLoadError, match="--model_path needs --teacher_path"):
+    with pytest.raises(ModelLoadError, match="model_path needs teacher_path"):
         load_components(tmp_path, None, device="cpu")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,12 @@ from wan_t2i.performance import PRESETS
 from wan_t2i.samplers import SAMPLERS
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
+# Library parameters whose flags have other spellings or that a CLI user sets by flag (messages name the parameter).
+LIBRARY_TO_FLAGS = {
+    "model_path": "--model_path",
+    "teacher_path": "--teacher_path",
+    "with_teacher=True": "--with_teacher",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +82,13 @@ def output_paths(output_path: Path, labels: Sequence[str]) -> dict[str, Path]:
     return {label: output_path.with_name(f"{output_path.stem}_{label.replace('/', '_')}.png") for label in labels}
 
 
+def in_flags(message: str) -> str:
+    """A library message in the CLI's terms: the parameters it names become the flags that set them."""
+    for parameter, flag in LIBRARY_TO_FLAGS.items():
+        message = re.sub(rf"(?<![-\w]){re.escape(parameter)}\b", flag, message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output_path = Path(args.output_path)
@@ -99,24 +113,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             performance=args.performance,
             gpu_memory_gb=args.gpu_memory_gb,
         )
-        steps = args.num_inference_steps if args.num_inference_steps is not None else pipe.defaults.steps
-        with tqdm(total=steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
-            generation = pipe.generate(
-                args.prompt,
-                samplers=samplers,
-                models=models,
-                negative_prompt=args.negative_prompt,
-                steps=steps,
-                shift=args.shift,
-                guidance_scale=args.guidance_scale,
-                guidance_scale_2=args.guidance_scale_2,
-                seed=args.seed,
-                height=args.height,
-                width=args.width,
-                progress=lambda i, n: bar.update(i - bar.n),
-            )
+        request = pipe.request(
+            args.prompt,
+            samplers=samplers,
+            models=models,
+            negative_prompt=args.negative_prompt,
+            steps=args.num_inference_steps,
+            shift=args.shift,
+            guidance_scale=args.guidance_scale,
+            guidance_scale_2=args.guidance_scale_2,
+            seed=args.seed,
+            height=args.height,
+            width=args.width,
+        )
+        with tqdm(total=request.steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
+            generation = pipe.generate(request, progress=lambda i, n: bar.update(i - bar.n))
     except ValueError as error:  # bad flags or an unusable model: say what to change, no traceback
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {in_flags(str(error))}", file=sys.stderr)
         return 2
 
     paths = output_paths(output_path, list(generation.results))

@@ -193,11 +193,11 @@ def load_components(
     if teacher_path is None:
         if model_path is not None:
             raise ModelLoadError(
-                "--model_path needs --teacher_path: the student uses its teacher's VAE and text encoder"
+                "model_path needs teacher_path: the student uses its teacher's VAE and text encoder"
             )
         if not (DEMO_MODEL_DIR / "model_index.json").exists():
             raise ModelLoadError(
-                f"the embedded demo model is missing from {DEMO_MODEL_DIR}; pass --teacher_path, or rebuild it with "
+                f"the embedded demo model is missing from {DEMO_MODEL_DIR}; pass teacher_path, or rebuild it with "
                 "`python -m wan_t2i.demo.train --out assets/wan-t2i-demo`"
             )
         teacher_path = DEMO_MODEL_DIR
@@ -222,8 +222,8 @@ def load_components(
         )
     else:
         raise ModelLoadError(
-            f"{teacher} holds a single transformer; --teacher_path needs a whole Wan model (Diffusers or native "
-            "layout) for the VAE and text encoder. Pass this one as --model_path."
+            f"{teacher} holds a single transformer; teacher_path needs a whole Wan model (Diffusers or native "
+            "layout) for the VAE and text encoder. Pass this one as model_path."
         )
     vae, text_encoder = freeze(parts["vae"]).to(device), freeze(parts["text_encoder"]).to(place)
     experts = [freeze(m).to(place) if m is not None else None for m in (parts["transformer"], parts["transformer_2"])]
