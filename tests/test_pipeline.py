@@ -207,3 +207,36 @@ def test_request_validates_without_sampling(tiny_pipe, monkeypatch):
     with pytest.raises(ValueError, match="steps must be an integer from 1 to 1000, got 0"):
         tiny_pipe.request("a lake", steps=0)
     assert calls == []
+
+
+def test_a_png_holds_the_request_that_reproduces_it(tiny_pipe, tmp_path):
+    from wan_t2i.request import GenerationRequest
+
+    pair = tiny_pipe.generate("a lake at dawn", samplers=["legacy_ddim", "flow_euler"], seed=4, steps=3, shift=2.0)
+    path = save_png(pair["flow_euler"].image, tmp_path / "b.png", pair["flow_euler"].parameters)
+    request = GenerationRequest.from_png(path)
+    assert request == pair.request.branch(1) and request.samplers == ("flow_euler",) and request.seed == 4
+    again = tiny_pipe.generate(request)
+    assert np.array_equal(np.asarray(again["flow_euler"].image), np.asarray(pair["flow_euler"].image))
+    plain = tmp_path / "plain.png"
+    pair["flow_euler"].image.copy().save(plain)  # a copy drops the chunk, as other tools do
+    with pytest.raises(ValueError, match="carries no 'parameters' chunk"):
+        GenerationRequest.from_png(plain)
+
+
+def test_a_request_is_validated_once_when_made_and_is_frozen(tiny_pipe):
+    import dataclasses
+
+    from wan_t2i.request import GenerationRequest
+
+    request = tiny_pipe.request("a lake", samplers="flow_unipc", guidance_scale=3)
+    assert request.samplers == ("flow_unipc",) and request.models == ("student",)
+    assert request.guidance_scale == request.guidance_scale_2 == 3.0 and isinstance(request.guidance_scale, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.steps = 7
+    with pytest.raises(ValueError, match="shift must be a finite number > 0, got 10000"):
+        GenerationRequest("a lake", "", shift=10**400)
+    with pytest.raises(ValueError, match="unknown setting"):
+        tiny_pipe.request("a lake", stpes=3)
+    with pytest.raises(ValueError, match="height must be a multiple of 16"):  # the model's own rule, at generate
+        tiny_pipe.generate(GenerationRequest("a lake", "", height=40, width=48, steps=1))
