@@ -1,6 +1,6 @@
 """CPU speed of the embedded demo model: model load, one image, the A/B pair, and their ratio.
 
-    python benchmarks/demo_cpu.py [--runs 7] [--steps 20] [--model assets/wan-t2i-demo]
+    python -m benchmarks.demo_cpu [--runs 7] [--steps 20] [--model assets/wan-t2i-demo]
 
 Targets (issue: the embedded demo model), on the 2-core CPU, 20 steps, default size: A/B pair (legacy_ddim +
 flow_unipc, decoded) <= 2 s median, one image <= 1.2 s median, model load <= 3 s; the ratio "A/B pair / one image"
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, without installing
-from wan_t2i.loading import DEMO_MODEL_DIR  # noqa: E402
+from wan_t2i.loading import DEMO_MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LOAD_SNIPPET = """
 import json, time
@@ -49,7 +50,11 @@ def time_loads(model: str, runs: int) -> tuple[list[float], list[float]]:
     loads, imports = [], []
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-c", LOAD_SNIPPET.format(model=model)], capture_output=True, text=True, check=True
+            [sys.executable, "-c", LOAD_SNIPPET.format(model=model)],
+            cwd=ROOT,  # where wan_t2i is importable
+            capture_output=True,
+            text=True,
+            check=True,
         )
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         loads.append(figures["load"])
@@ -58,7 +63,7 @@ def time_loads(model: str, runs: int) -> tuple[list[float], list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_cpu", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEMO_MODEL_DIR))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)

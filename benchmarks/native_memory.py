@@ -1,6 +1,6 @@
 """Peak memory of loading a native Wan checkpoint vs. its Diffusers-layout twin, each in a fresh process.
 
-    python benchmarks/native_memory.py [--dim 1024 --layers 14 --dtype bf16]
+    python -m benchmarks.native_memory [--dim 1024 --layers 14 --dtype bf16]
 
 Writes one random teacher (transformer ~240M parameters, Wan 2.1's full-size VAE, a small UMT5 encoder) twice into a
 temporary folder, in Wan's native layout and in the Diffusers layout, then loads each in its own subprocess and
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 DTYPES = ("bf16", "fp32")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: wan_t2i is imported lazily below
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rss_mib() -> float:
@@ -124,7 +124,7 @@ def load_in_child(kind: str, root: Path, dtype_name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.native_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=1024, help="transformer width (a multiple of 128)")
     parser.add_argument("--layers", type=int, default=14, help="transformer blocks")
     parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="transformer / text encoder dtype")
@@ -140,9 +140,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for kind in ("write", "diffusers", "native"):
-            command = [sys.executable, __file__, "--child", kind, "--root", tmp, "--dtype", args.dtype]
+            command = [sys.executable, "-m", "benchmarks.native_memory", "--child", kind, "--root", tmp]
+            command += ["--dtype", args.dtype]
             command += ["--dim", str(args.dim), "--layers", str(args.layers)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
             if kind == "write":
                 print(output.strip())
             else:
