@@ -1,19 +1,21 @@
 """Load Wan checkpoints in Wan's native layout: the repositories as released, not their -Diffusers twins.
 
-Each model is built with its parameters on the meta device and filled tensor by tensor from files read lazily
-(safetensors through `safe_open`, `.pth` memory-mapped), renamed on the way by diffusers' converters, so no model is
-ever held twice in memory. Tensor names and configs live in `native_convert`.
+Each model is built with its parameters on the meta device (accelerate's `init_empty_weights`) and filled tensor by
+tensor from files read lazily (safetensors through `safe_open`, `.pth` memory-mapped), renamed on the way by diffusers'
+converters, so no model is ever held twice in memory. Buffers are built for real: some are computed in __init__ and
+never saved (diffusers' rope.freqs_cos). Tensor names and configs live in `native_convert`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
@@ -172,26 +174,6 @@ def _transformer_files(folder: Path) -> tuple[list[Path], Path]:
 # --- building and filling ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create every parameter on the meta device while a model is built; buffers (RoPE tables) stay real.
-
-    Buffers have to be real because some are computed in __init__ and never saved (diffusers' rope.freqs_cos).
-    """
-    register_parameter = torch.nn.Module.register_parameter
-
-    def register_on_meta(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
-        if param is not None and param.device.type != "meta":
-            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register_parameter(module, name, param)
-
-    torch.nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
-
-
 def _fill(
     model: torch.nn.Module,
     key_map: Mapping[str, str],
@@ -298,7 +280,7 @@ def load_native_transformer(
                 model_config = {name: value for name, value in config.items() if not name.startswith("_")}
         except (ValueError, json.JSONDecodeError) as error:
             raise ValueError(f"{label}: {error}") from error
-        with _parameters_on_meta():
+        with init_empty_weights(include_buffers=False):
             model = WanTransformer3DModel.from_config(model_config)
         native_names = {}
         if native_named and model.config.image_dim is None:
@@ -345,7 +327,7 @@ def load_native_vae(folder: Path, *, device: Device = "cpu", dtype: torch.dtype 
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (Wan's VAE)")
     state_dict, shapes, config = _read_pth_with_config(path, vae_config_from_shapes)
-    with _parameters_on_meta():
+    with init_empty_weights(include_buffers=False):
         vae = AutoencoderKLWan(**config)
     _fill(vae, vae_key_map(state_dict), state_dict.__getitem__, shapes, label=str(path), device=device, dtype=dtype)
     return vae
@@ -365,7 +347,7 @@ def load_native_text_encoder(
         if not needed.exists():
             raise FileNotFoundError(f"{needed} not found (Wan's UMT5 text encoder)")
     state_dict, shapes, config = _read_pth_with_config(path, umt5_config_from_shapes)
-    with _parameters_on_meta():
+    with init_empty_weights(include_buffers=False):
         text_encoder = UMT5EncoderModel(config)
     # transformers keeps `_keep_in_fp32_modules` (UMT5's `wo`) in float32 only for float16.
     keep_fp32 = tuple(text_encoder._keep_in_fp32_modules or ()) if dtype == torch.float16 else ()
