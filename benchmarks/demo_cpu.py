@@ -1,6 +1,6 @@
 """CPU speed of the embedded demo model: model load, one image, the A/B pair, and their ratio.
 
-    python -m benchmarks.demo_cpu [--runs 7] [--steps 20] [--model assets/wan-t2i-demo]
+    python -m benchmarks.demo_cpu [--runs 7] [--steps 20] [--model wan_t2i/demo_model]
 
 Targets (issue: the embedded demo model), on the 2-core CPU, 20 steps, default size: A/B pair (legacy_ddim +
 flow_unipc, decoded) <= 2 s median, one image <= 1.2 s median, model load <= 3 s; the ratio "A/B pair / one image"

@@ -1,4 +1,4 @@
-"""The shipped demo model (assets/wan-t2i-demo): it loads both ways and draws what it is asked, with flow matching."""
+"""The shipped demo model (wan_t2i/demo_model): it loads both ways and draws what it is asked, with flow matching."""
 
 import json
 

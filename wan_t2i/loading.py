@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderMode
 from wan_t2i import native
 from wan_t2i.constants import BOUNDARY_RATIO, DEFAULT_GUIDANCE_SCALE, DEFAULT_SHIFT, WAN_NEGATIVE_PROMPT
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "wan-t2i-demo"
+# The embedded demo model ships inside the package (package data), so an installed wan-t2i finds it from any directory.
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 DEFAULTS_FILE = "wan_t2i.json"  # this project's optional per-model defaults, at the top of a bundle
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # What this project reads from a Diffusers-layout teacher; transformer folders only when they are used.
@@ -198,7 +199,7 @@ def load_components(
         if not (DEMO_MODEL_DIR / "model_index.json").exists():
             raise ModelLoadError(
                 f"the embedded demo model is missing from {DEMO_MODEL_DIR}; pass teacher_path, or rebuild it with "
-                "`python -m wan_t2i.demo.train --out assets/wan-t2i-demo`"
+                "`python -m wan_t2i.demo.train --out wan_t2i/demo_model`"
             )
         teacher_path = DEMO_MODEL_DIR
     need_teacher_transformer = model_path is None or with_teacher

@@ -1,6 +1,6 @@
 """Evaluate the demo model: render held-out prompts with each sampler and score the attributes the prompts ask for.
 
-    python -m wan_t2i.demo.evaluate --model assets/wan-t2i-demo --out outputs/eval [--update-card]
+    python -m wan_t2i.demo.evaluate --model wan_t2i/demo_model --out outputs/eval [--update-card]
 
 The scorer is `wan_t2i.demo.analyzer`, validated on ground-truth renders first (it must be >= 95% right on each
 attribute, or the evaluation refuses to run). Writes eval.json, eval.md (one table row per sampler) and

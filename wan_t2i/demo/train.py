@@ -1,6 +1,6 @@
 """Build and train the embedded demo model (a VAE, then a rectified-flow student) and save it as a WanPipeline folder.
 
-    python -m wan_t2i.demo.train --out assets/wan-t2i-demo --device cuda      # about 11 min on one H100
+    python -m wan_t2i.demo.train --out wan_t2i/demo_model --device cuda       # about 11 min on one H100
     python -m wan_t2i.demo.train --out /tmp/demo --tiny                       # CPU smoke test, under a minute
 
 Stages: render captioned scenes (`wan_t2i.demo.scenes`), train the VAE on them, freeze it and encode every image to
