@@ -260,6 +260,13 @@ def test_released_config_json_uses_wanmodel_defaults(tmp_path: Path) -> None:
     assert_close(transformer_output(load_native_transformer(tmp_path / HIGH_NOISE_FOLDER)), transformer_output(model))
 
 
+def test_vae_that_is_not_wan21s_says_what_was_expected(tmp_path: Path) -> None:
+    torch.save(native_state_dict(AutoencoderKLWan(base_dim=8, z_dim=4)), tmp_path / VAE_CHECKPOINT)
+    with pytest.raises(ValueError, match=r"z_dim 4; expected 4 stages of 2 blocks and z_dim 16\)$") as error:
+        load_native_vae(tmp_path)
+    assert "{" not in str(error.value)
+
+
 def test_dtype_follows_diffusers_fp32_modules(parts: SimpleNamespace) -> None:
     model = load_native_transformer(parts.a14b / HIGH_NOISE_FOLDER, dtype=torch.bfloat16)
     assert model.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16

@@ -372,7 +372,7 @@ def vae_config_from_shapes(shapes: Shapes) -> dict[str, Any]:
     if len(dim_mult) != 4 or set(num_res_blocks) != {2} or z_dim != WAN21_Z_DIM:
         raise ValueError(
             f"not a Wan 2.1 VAE (got {len(dim_mult)} stages, {num_res_blocks} residual blocks, z_dim {z_dim}; "
-            "expected 4 stages of 2 blocks and z_dim {WAN21_Z_DIM})"
+            f"expected 4 stages of 2 blocks and z_dim {WAN21_Z_DIM})"
         )
     return config
 
