@@ -46,9 +46,9 @@ def write_checkpoints(root: Path, *, dim: int, layers: int, dtype_name: str) -> 
     from safetensors.torch import save_file
     from transformers import UMT5Config, UMT5EncoderModel
 
+    from tests.native_checkpoints import native_state_dict, native_transformer_config
     from wan_t2i.demo.tokenizer import build_word_tokenizer
     from wan_t2i.native import T5_CHECKPOINT, T5_TOKENIZER, TRANSFORMER_WEIGHTS, VAE_CHECKPOINT
-    from wan_t2i.native_convert import native_state_dict, native_transformer_config
 
     dtype = _torch_dtype(dtype_name)
     torch.manual_seed(0)

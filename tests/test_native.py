@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
-from safetensors.torch import save_file
+from native_checkpoints import native_state_dict, native_transformer_config, write_teacher, write_transformer
+from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 from transformers import UMT5Config, UMT5EncoderModel
 
@@ -19,8 +22,6 @@ from wan_t2i.demo.tokenizer import build_word_tokenizer
 from wan_t2i.native import (
     HIGH_NOISE_FOLDER,
     LOW_NOISE_FOLDER,
-    T5_CHECKPOINT,
-    T5_TOKENIZER,
     TRANSFORMER_INDEX,
     TRANSFORMER_WEIGHTS,
     VAE_CHECKPOINT,
@@ -31,7 +32,6 @@ from wan_t2i.native import (
     load_native_transformer,
     load_native_vae,
 )
-from wan_t2i.native_convert import native_state_dict, native_transformer_config
 
 TEXT_DIM = 32
 PROMPT = "a red cube on a blue floor"
@@ -50,8 +50,9 @@ def _perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def tiny_transformer(
-    seed: int, *, heads: int = 2, head_dim: int = 32, text_dim: int = TEXT_DIM
+    seed: int, *, heads: int = 2, head_dim: int = 32, text_dim: int = TEXT_DIM, **config: Any
 ) -> WanTransformer3DModel:
+    """A perturbed 2-layer WanTransformer3DModel; `config` sets further fields (patch_size, cross_attn_norm...)."""
     torch.manual_seed(seed)
     model = WanTransformer3DModel(
         num_attention_heads=heads,
@@ -62,6 +63,7 @@ def tiny_transformer(
         freq_dim=32,
         ffn_dim=64,
         num_layers=2,
+        **config,
     )
     return _perturbed(model, seed)
 
@@ -88,7 +90,8 @@ def tiny_text_encoder(vocab_size: int, d_model: int = TEXT_DIM, seed: int = 0) -
 
 def transformer_output(model: WanTransformer3DModel) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 16, 1, 4, 4, generator=generator)  # (B, C, F, H, W)
+    frames, height, width = model.config.patch_size
+    x = torch.randn(1, 16, frames, 2 * height, 2 * width, generator=generator)  # (B, C, F, H, W): 4 patches
     text = torch.randn(1, 5, model.config.text_dim, generator=generator)  # (B, L, D)
     with torch.no_grad():
         return model(hidden_states=x, timestep=torch.tensor([700.0]), encoder_hidden_states=text, return_dict=False)[0]
@@ -106,36 +109,6 @@ def text_output(text_encoder: UMT5EncoderModel, tokenizer) -> torch.Tensor:
         return text_encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
 
 
-def write_transformer(model: WanTransformer3DModel, folder: Path, shards: int = 1) -> None:
-    """Write `model` as WanModel.save_pretrained would: native config.json and names, optionally sharded."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(native_transformer_config(model.config)))
-    state_dict = native_state_dict(model)
-    if shards == 1:
-        save_file(state_dict, folder / TRANSFORMER_WEIGHTS)
-        return
-    keys = list(state_dict)
-    weight_map = {}
-    for shard in range(shards):
-        name = f"diffusion_pytorch_model-{shard + 1:05d}-of-{shards:05d}.safetensors"
-        part = keys[shard::shards]
-        save_file({key: state_dict[key] for key in part}, folder / name)
-        weight_map.update(dict.fromkeys(part, name))
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())}}
-    (folder / TRANSFORMER_INDEX).write_text(json.dumps({**index, "weight_map": weight_map}))
-
-
-def write_teacher(folder: Path, parts: SimpleNamespace, transformers: dict[str, WanTransformer3DModel]) -> Path:
-    """A native Wan folder: T5 and VAE .pth, the tokenizer folder, and transformer(s) at the root or in subfolders."""
-    folder.mkdir(parents=True)
-    torch.save(native_state_dict(parts.text_encoder), folder / T5_CHECKPOINT)
-    parts.tokenizer.save_pretrained(folder / T5_TOKENIZER)
-    torch.save(native_state_dict(parts.vae), folder / VAE_CHECKPOINT)
-    for subfolder, model in transformers.items():
-        write_transformer(model, folder / subfolder, shards=2 if subfolder == LOW_NOISE_FOLDER else 1)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     tokenizer = build_word_tokenizer(PROMPT.split())
@@ -147,11 +120,13 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         transformer_2=tiny_transformer(11),
     )
     root = tmp_path_factory.mktemp("native")
-    parts.wan21 = write_teacher(root / "Wan2.1-T2V-tiny", parts, {".": parts.transformer})
+    common = dict(text_encoder=parts.text_encoder, tokenizer=tokenizer, vae=parts.vae)
+    parts.wan21 = write_teacher(root / "Wan2.1-T2V-tiny", **common, transformers={".": parts.transformer})
     parts.a14b = write_teacher(
         root / "Wan2.2-T2V-A14B-tiny",
-        parts,
-        {HIGH_NOISE_FOLDER: parts.transformer, LOW_NOISE_FOLDER: parts.transformer_2},
+        **common,
+        transformers={HIGH_NOISE_FOLDER: parts.transformer, LOW_NOISE_FOLDER: parts.transformer_2},
+        shards={LOW_NOISE_FOLDER: 2},
     )
     return parts
 
@@ -238,8 +213,8 @@ def test_a14b_teacher_loads_both_experts(parts: SimpleNamespace) -> None:
     assert light["transformer"] is None and light["transformer_2"] is None and light["boundary_ratio"] == 0.875
 
 
-def test_released_config_json_uses_wanmodel_defaults(tmp_path: Path) -> None:
-    """Released config.json files name only some fields (no text_dim, patch_size, qk_norm...): Wan's defaults apply."""
+def test_released_config_json_with_wans_text_width(tmp_path: Path) -> None:
+    """Released config.json files name only some fields (no text_dim, patch_size, qk_norm...): the tensors tell them."""
     model = tiny_transformer(40, text_dim=4096)  # WanModel's default text_dim (UMT5-XXL's width)
     write_transformer(model, tmp_path / HIGH_NOISE_FOLDER)
     released_fields = (
@@ -258,6 +233,55 @@ def test_released_config_json_uses_wanmodel_defaults(tmp_path: Path) -> None:
     released |= {name: config[name] for name in released_fields}
     (tmp_path / HIGH_NOISE_FOLDER / "config.json").write_text(json.dumps(released))
     assert_close(transformer_output(load_native_transformer(tmp_path / HIGH_NOISE_FOLDER)), transformer_output(model))
+
+
+# Transformers unlike Wan's (text_dim 4096, patch (1, 2, 2), cross_attn_norm on) in the fields that WanModel leaves out
+# of config.json, and in their number of heads. qk_norm=False has no diffusers twin: see the test after.
+NON_WAN_DIMS = {
+    "text24-heads4-no-cross-attn-norm": dict(heads=4, head_dim=16, text_dim=24, cross_attn_norm=False),
+    "text48-heads3-patch244": dict(heads=3, head_dim=16, text_dim=48, patch_size=(2, 4, 4)),
+    "text32-heads1-patch111": dict(heads=1, head_dim=64, patch_size=(1, 1, 1), cross_attn_norm=False),
+}
+
+
+@pytest.mark.parametrize("dims", NON_WAN_DIMS.values(), ids=NON_WAN_DIMS)
+def test_non_wan_dims_load_as_their_diffusers_twin(dims: dict[str, Any], tmp_path: Path) -> None:
+    twin = tiny_transformer(50, **dims)
+    write_transformer(twin, tmp_path / "student")
+    written = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert not {"text_dim", "patch_size", "qk_norm", "cross_attn_norm"} & set(written)  # as WanModel writes it
+    loaded = load_native_transformer(tmp_path / "student")
+    for name in ("num_attention_heads", "attention_head_dim", "text_dim", "qk_norm", "cross_attn_norm"):
+        assert loaded.config[name] == twin.config[name], name
+    assert tuple(loaded.config.patch_size) == tuple(twin.config.patch_size)
+    expected = twin.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, expected[key]), key
+    assert_close(transformer_output(loaded), transformer_output(twin))
+
+
+def test_transformer_without_qk_norm_is_refused(parts: SimpleNamespace, tmp_path: Path) -> None:
+    """WanModel(qk_norm=False) has no norm_q / norm_k; diffusers' Wan always applies them, so it cannot be loaded."""
+    write_transformer(parts.transformer, tmp_path / "student")
+    weights = tmp_path / "student" / TRANSFORMER_WEIGHTS
+    save_file({key: t for key, t in load_file(weights).items() if not re.search(r"\.norm_[qk]\.", key)}, weights)
+    with pytest.raises(ValueError, match=rf"{TRANSFORMER_WEIGHTS}: no norm_q / norm_k tensors: a WanModel without"):
+        load_native_transformer(tmp_path / "student")
+    write_transformer(parts.transformer, tmp_path / "student")  # the tensors are whole again, config.json is not
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    (tmp_path / "student" / "config.json").write_text(json.dumps({**config, "qk_norm": False}))
+    with pytest.raises(ValueError, match="config.json has qk_norm false: a WanModel without qk_norm"):
+        load_native_transformer(tmp_path / "student")
+
+
+def test_config_json_without_num_heads_is_refused(parts: SimpleNamespace, tmp_path: Path) -> None:
+    teacher = shutil.copytree(parts.wan21, tmp_path / "teacher")
+    config = json.loads((teacher / "config.json").read_text())
+    del config["num_heads"]
+    (teacher / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="cannot tell the number of attention heads: config.json has no num_heads"):
+        load_native_transformer(teacher)
 
 
 def test_vae_that_is_not_wan21s_says_what_was_expected(tmp_path: Path) -> None:

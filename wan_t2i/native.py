@@ -9,7 +9,8 @@ never saved (diffusers' rope.freqs_cos). Tensor names and configs live in `nativ
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,6 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderMode
 from wan_t2i.constants import BOUNDARY_RATIO
 from wan_t2i.native_convert import (
     diffusers_transformer_config,
-    native_transformer_keys,
     transformer_config_from_shapes,
     transformer_key_map,
     umt5_config_from_shapes,
@@ -229,6 +229,23 @@ def _fill(
     model.eval()
 
 
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _native_block_names(keys: Iterable[str], key_map: Mapping[str, str]) -> dict[str, str]:
+    """Native names of diffusers `blocks.{i}.` tensors, by analogy with the blocks the file has (for errors)."""
+
+    def template(key: str) -> str:
+        return _BLOCK.sub("blocks.{i}.", key)
+
+    native_templates = {template(key): template(file_key) for key, file_key in key_map.items()}
+    return {
+        key: native_templates[template(key)].format(i=match[1])
+        for key in keys
+        if (match := _BLOCK.match(key)) and template(key) in native_templates
+    }
+
+
 def _shorten(keys: list[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f", … ({len(keys)} in all)" if len(keys) > limit else "")
 
@@ -241,9 +258,11 @@ def load_native_transformer(
 ) -> WanTransformer3DModel:
     """Load a Wan transformer from a native WanModel folder, a Diffusers transformer folder or one .safetensors file.
 
-    A folder holds config.json and diffusion_pytorch_model.safetensors (or shards listed by an index json); a single
-    file may use native or diffusers tensor names, and its config is read off the tensor shapes, with the number of
-    heads taken from a `config` entry of the file's metadata if there is one, else from Wan's 128-wide heads.
+    A folder holds config.json and diffusion_pytorch_model.safetensors (or shards listed by an index json). A native
+    config.json decides the fields it has (num_heads at least); the tensor shapes give the ones WanModel leaves out of
+    it (patch_size, text_dim, qk_norm, cross_attn_norm). A single file may use native or diffusers tensor names; its
+    config is read off the tensor shapes, with the number of heads taken from a `config` entry of the file's metadata
+    if there is one, else from Wan's 128-wide heads.
 
     Args:
         path: the folder or file.
@@ -252,6 +271,10 @@ def load_native_transformer(
 
     Returns:
         The transformer in eval mode.
+
+    Raises:
+        FileNotFoundError: if `path` or a file it lists is missing.
+        ValueError: naming the file, if the number of heads cannot be told or the tensors do not fit the config.
     """
     path = Path(path)
     layout = detect_layout(path)
@@ -282,15 +305,7 @@ def load_native_transformer(
             raise ValueError(f"{label}: {error}") from error
         with init_empty_weights(include_buffers=False):
             model = WanTransformer3DModel.from_config(model_config)
-        native_names = {}
-        if native_named and model.config.image_dim is None:
-            native_names = transformer_key_map(
-                native_transformer_keys(
-                    model.config.num_layers,
-                    qk_norm=model.config.qk_norm is not None,
-                    cross_attn_norm=model.config.cross_attn_norm,
-                )
-            )
+        native_names = _native_block_names(model.state_dict(), key_map) if native_named else {}
         _fill(
             model,
             key_map,
