@@ -24,7 +24,9 @@ def test_accuracy_on_clean_renders():
     accuracy = validate_analyzer(n=200)
     for name in NAMES:
         assert accuracy[name] >= 0.95, accuracy
-    assert 0.0 <= accuracy["overall"] <= min(accuracy[name] for name in NAMES)
+    # All four right on the same render, which the per-attribute rates alone do not give (errors on different
+    # renders could leave each at 0.95 and all four together at 0.8).
+    assert accuracy["overall"] >= 0.95, accuracy
 
 
 def test_accuracy_on_degraded_renders():

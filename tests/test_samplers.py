@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from wan_t2i.constants import BOUNDARY_RATIO, NUM_TRAIN_TIMESTEPS, PATCH_SIZE, TEXT_LEN, VAE_STRIDE
+from wan_t2i.loading import ModelDefaults
 from wan_t2i.samplers import (
     SAMPLERS,
     FlowUniPCSolver,
@@ -45,8 +47,17 @@ def test_flow_schedule_matches_wan_bit_for_bit(name):
     assert torch.equal(sigmas, torch.tensor(reference["sigmas"], dtype=torch.float32))
 
 
-def test_reference_covers_all_four_settings():
-    assert len(load_reference()["schedules"]) == 4
+def test_constants_and_defaults_are_the_ones_wan_ships():
+    """The numbers taken from Wan (constants.py, ModelDefaults) are those recorded beside its schedules."""
+    wan = load_reference()["wan_defaults"]
+    shared, wan22 = wan["shared"], wan["Wan2.2 t2v-A14B (wan/configs/wan_t2v_A14B.py)"]
+    assert NUM_TRAIN_TIMESTEPS == shared["num_train_timesteps"] and TEXT_LEN == shared["text_len"]
+    assert list(VAE_STRIDE) == shared["vae_stride"] and list(PATCH_SIZE) == shared["patch_size"]
+    assert BOUNDARY_RATIO == wan22["boundary"]
+    wan21, defaults = wan["Wan2.1 t2i-14B (generate.py)"], ModelDefaults()
+    assert [defaults.steps, defaults.shift, defaults.guidance_scale] == [
+        wan21[k] for k in ("steps", "shift", "guide_scale")
+    ]
 
 
 def test_legacy_grid_is_the_original_linspace():
