@@ -107,3 +107,11 @@ def tiny_pipe(tiny_wan_dir):
     from wan_t2i.pipeline import WanT2IPipeline
 
     return WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_pipe():
+    """The embedded demo model, loaded once for the tests that need a trained model."""
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    return WanT2IPipeline.from_pretrained(device="cpu")

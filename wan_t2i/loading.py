@@ -52,6 +52,7 @@ class ModelDefaults:
     min_side: int = 128
     max_side: int = 2048
     vocabulary_note: str | None = None  # for small models that understand a fixed vocabulary
+    latent_rgb: dict | None = None  # the VAE's latent -> RGB preview map (wan_t2i.previews.LatentRGB.to_dict())
 
     @classmethod
     def read(cls, folder: Path | None, **overrides) -> ModelDefaults:
