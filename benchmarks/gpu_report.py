@@ -1,7 +1,7 @@
-"""RESULTS.md for benchmarks/gpu.py: the main table, where the time goes, the other measurements, the targets.
+"""RESULTS.md of a GPU benchmark run: the main table, where the time goes, the other measurements, the targets.
 
-Reads only the results dictionary that gpu.py writes as JSON, so a table can be rewritten from a saved run
-(`python benchmarks/gpu.py --render results.json`).
+Reads only the results dictionary that `benchmarks.gpu` writes as results.json, so a table can be rewritten from a
+saved run (`python -m benchmarks.gpu --render DIR/results.json`).
 """
 
 from __future__ import annotations
@@ -104,19 +104,42 @@ def profile_lines(items: dict, shapes: list[str]) -> list[str]:
 
 
 def write_results_md(results: dict, path: Path) -> None:
-    meta, items = results["meta"], results["items"]
+    """Write the RESULTS.md of `results` (the dictionary of results.json) to `path`."""
+    items = results["items"]
     ratios = derived(items)
+    shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
+    lines = header_lines(results["meta"], items.get("peak") or {})
+    lines += [main_row(items, ratios, shape) for shape in shapes]
+    lines += profile_lines(items, shapes)
+    lines += ["", "| other | result |", "|---|---|"]
+    lines += [row for key, value in items.items() if (row := other_row(items, key, value))]
+    lines += target_lines(items, ratios)
+    if results["skipped"]:
+        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}."]
+    if results["errors"]:
+        lines += ["", "Errors: " + "; ".join(f"{e['item']}: {items.get(e['item'], {}).get('error')}" for e in
+                                              results["errors"])]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def header_lines(meta: dict, peak: dict) -> list[str]:
+    """Device, software, code, command and how to read the table, then the main table's head."""
     versions = ", ".join(
         f"{k} {meta[k]}" for k in ("torch", "diffusers", "transformers", "triton", "python") if k in meta
     )
-    peak = items.get("peak") or {}
-    lines = [
+    code = []
+    if "commit" in meta:  # records from before 2026-12 name their commit in record.json only
+        state = "unknown" if meta["commit"] is None else meta["commit"][:12]
+        code = [f"Code: commit {state}" + (", with uncommitted changes" if meta.get("dirty") else "") + "."]
+    return [
         "# GPU benchmark results",
         "",
         f"Device: {meta.get('device')} ({fmt(meta.get('gpu_memory_gb'), '.0f')} GB); {versions}; cuDNN "
         f"{meta.get('cudnn', '-')}. Run {meta.get('date')}, {fmt(meta.get('elapsed_s'), '.0f')} s.",
         f"bf16 matmul peak measured in this run: {fmt(peak.get('tflops'), '.0f')} TFLOP/s "
         f"({peak.get('n', '-')}^3, median).",
+        *code,
         "",
         f"Reproduce: `{meta.get('command')}` (from the repository root; diffusers on PYTHONPATH).",
         *([f"Note: {meta['note']}"] if meta.get("note") else []),
@@ -132,83 +155,95 @@ def write_results_md(results: dict, path: Path) -> None:
         "| floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
-    for shape in shapes:
 
-        def floor(batch: int, shape=shape) -> str:
-            value = items.get(f"{shape}/floor_b{batch}") or {}
-            if "error" in value:
-                return "error"
-            mfu = value.get("mfu")
-            return f"{fmt(value.get('median_s'), '.3f')} ({fmt(mfu and 100 * mfu, '.0f', '%')})"
 
-        lines.append(
-            f"| {shape} | {cell(items, f'{shape}/stock')} | {cell(items, f'{shape}/ours_eager')} "
-            f"| {cell(items, f'{shape}/ours')} | {fmt(ratios.get((f'{shape}/ours', 'vs_stock')), '.2f')} "
-            f"| {cell(items, f'{shape}/ours_warm')} | {cell(items, f'{shape}/pair')} "
-            f"| {fmt(ratios.get((f'{shape}/pair', 'vs_one')), '.2f')} | {floor(2)} | {floor(4)} "
-            f"| {cell(items, f'{shape}/stock', 'peak_gb', '.1f')} / {cell(items, f'{shape}/ours', 'peak_gb', '.1f')} "
-            f"/ {cell(items, f'{shape}/pair', 'peak_gb', '.1f')} "
-            f"| {cell(items, f'{shape}/ours', 'psnr_db', '.1f')} / {cell(items, f'{shape}/pair', 'psnr_db', '.1f')} |"
+def main_row(items: dict, ratios: dict, shape: str) -> str:
+    """One model at one size: stock, eager and optimised times, the pair, the bare loops, memory and PSNR."""
+
+    def floor(batch: int) -> str:
+        value = items.get(f"{shape}/floor_b{batch}") or {}
+        if "error" in value:
+            return "error"
+        mfu = value.get("mfu")
+        return f"{fmt(value.get('median_s'), '.3f')} ({fmt(mfu and 100 * mfu, '.0f', '%')})"
+
+    return (
+        f"| {shape} | {cell(items, f'{shape}/stock')} | {cell(items, f'{shape}/ours_eager')} "
+        f"| {cell(items, f'{shape}/ours')} | {fmt(ratios.get((f'{shape}/ours', 'vs_stock')), '.2f')} "
+        f"| {cell(items, f'{shape}/ours_warm')} | {cell(items, f'{shape}/pair')} "
+        f"| {fmt(ratios.get((f'{shape}/pair', 'vs_one')), '.2f')} | {floor(2)} | {floor(4)} "
+        f"| {cell(items, f'{shape}/stock', 'peak_gb', '.1f')} / {cell(items, f'{shape}/ours', 'peak_gb', '.1f')} "
+        f"/ {cell(items, f'{shape}/pair', 'peak_gb', '.1f')} "
+        f"| {cell(items, f'{shape}/ours', 'psnr_db', '.1f')} / {cell(items, f'{shape}/pair', 'psnr_db', '.1f')} |"
+    )
+
+
+def other_row(items: dict, key: str, value: dict) -> str | None:
+    """The row of the "other" table for `key`, or None for the items the main table holds."""
+    if "error" in value and key.startswith(EXTRA_SECTIONS):
+        return f"| {key} | {value['error']} |"
+    if is_lowmem(key):
+        return lowmem_row(items, key, value)
+    if key.endswith("/solver_loop"):
+        return (
+            f"| {key} (all steps, no model) | flow_unipc {fmt(1e3 * value.get('flow_unipc_s', 0), '.1f')} ms, "
+            f"pair {fmt(1e3 * value.get('pair_s', 0), '.1f')} ms; diffusers' UniPC `step` "
+            f"{fmt(1e3 * value.get('diffusers_unipc_step_s', 0), '.1f')} ms |"
         )
-    lines += profile_lines(items, shapes)
-    lines += ["", "| other | result |", "|---|---|"]
-    for key, value in items.items():
-        if "error" in value and key.startswith(EXTRA_SECTIONS):
-            lines.append(f"| {key} | {value['error']} |")
-        elif is_lowmem(key):
-            card = (
-                f"as on a {fmt(value['gpu_gb'], 'g')} GB card: {value.get('resident_blocks')} of "
-                f"{value.get('blocks')} blocks kept on the GPU, the rest streamed"
-                if value.get("gpu_gb")
-                else "every layer streamed"
-            )
-            lines.append(
-                f"| {key} (from CPU memory, {card}, {value.get('steps_run')} steps) | {cell(items, key)} s, "
-                f"{fmt(value.get('slowdown_vs_ours'), '.1f')}x the optimised time; peak "
-                f"{cell(items, key, 'peak_gb', '.1f')} GB generating, {cell(items, key, 'apply_peak_gb', '.1f')} GB "
-                f"setting up ({cell(items, key, 'apply_s', '.0f')} s to pin the weights); PSNR vs eager "
-                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
-            )
-        elif key.endswith("/solver_loop"):
-            lines.append(
-                f"| {key} (all steps, no model) | flow_unipc {fmt(1e3 * value.get('flow_unipc_s', 0), '.1f')} ms, "
-                f"pair {fmt(1e3 * value.get('pair_s', 0), '.1f')} ms; diffusers' UniPC `step` "
-                f"{fmt(1e3 * value.get('diffusers_unipc_step_s', 0), '.1f')} ms |"
-            )
-        elif key.startswith("cudagraphs/"):
-            pair = value.get("pair") or {}
-            lines.append(
-                f"| {key} (`fastest` + CUDA graphs) | one image {cell(items, key)} s "
-                f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs), pair "
-                f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image); first "
-                f"image {cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager "
-                f"{cell(items, key, 'psnr_db', '.1f')} dB |"
-            )
-        elif key.startswith("ttfi/"):
-            lines.append(
-                f"| {key} (fresh process, cold compile cache) | first image after {cell(items, key, 'total_s', '.1f')} "
-                f"s (import {cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first "
-                f"image incl. compile {cell(items, key, 'first_image_s', '.1f')}, next image "
-                f"{cell(items, key, 'second_image_s', '.2f')}) |"
-            )
-        elif key.endswith("/attention_check") and "flash" in value:
-            flash, cudnn = value["flash"], value.get("cudnn", {})
-            lines.append(
-                f"| {key} | flash {fmt(flash.get('median_s', 0) * 1e3, '.2f')} ms, cuDNN "
-                f"{fmt(cudnn.get('median_s', 0) * 1e3, '.2f')} ms (rel. error {fmt(cudnn.get('rel_error'), '.1e')}); "
-                f"cuDNN used: {value.get('use_cudnn')} |"
-            )
-        elif key.endswith("/first_forward"):
-            floors = " / ".join(cell(items, key.replace("first_forward", f"floor_b{b}"), "first_forward_s", ".1f")
-                                for b in (2, 4))  # fmt: skip
-            lines.append(
-                f"| {key} (compile included) | b2 {cell(items, key, 'seconds', '.1f')} s; other shapes' first "
-                f"forwards b2 / b4: {floors} s; {value.get('settings')} |"
-            )
-        elif key.endswith("/build"):
-            lines.append(f"| {key} | {cell(items, key, 'seconds', '.1f')} s |")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    if key.startswith("cudagraphs/"):
+        pair = value.get("pair") or {}
+        return (
+            f"| {key} (`fastest` + CUDA graphs) | one image {cell(items, key)} s "
+            f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs), pair "
+            f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image); first "
+            f"image {cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager "
+            f"{cell(items, key, 'psnr_db', '.1f')} dB |"
+        )
+    if key.startswith("ttfi/"):
+        return (
+            f"| {key} (fresh process, cold compile cache) | first image after {cell(items, key, 'total_s', '.1f')} "
+            f"s (import {cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first "
+            f"image incl. compile {cell(items, key, 'first_image_s', '.1f')}, next image "
+            f"{cell(items, key, 'second_image_s', '.2f')}) |"
+        )
+    if key.endswith("/attention_check") and "flash" in value:
+        flash, cudnn = value["flash"], value.get("cudnn", {})
+        return (
+            f"| {key} | flash {fmt(flash.get('median_s', 0) * 1e3, '.2f')} ms, cuDNN "
+            f"{fmt(cudnn.get('median_s', 0) * 1e3, '.2f')} ms (rel. error {fmt(cudnn.get('rel_error'), '.1e')}); "
+            f"cuDNN used: {value.get('use_cudnn')} |"
+        )
+    if key.endswith("/first_forward"):
+        floors = " / ".join(cell(items, key.replace("first_forward", f"floor_b{b}"), "first_forward_s", ".1f")
+                            for b in (2, 4))  # fmt: skip
+        return (
+            f"| {key} (compile included) | b2 {cell(items, key, 'seconds', '.1f')} s; other shapes' first "
+            f"forwards b2 / b4: {floors} s; {value.get('settings')} |"
+        )
+    if key.endswith("/build"):
+        return f"| {key} | {cell(items, key, 'seconds', '.1f')} s |"
+    return None
+
+
+def lowmem_row(items: dict, key: str, value: dict) -> str:
+    card = (
+        f"as on a {fmt(value['gpu_gb'], 'g')} GB card: {value.get('resident_blocks')} of "
+        f"{value.get('blocks')} blocks kept on the GPU, the rest streamed"
+        if value.get("gpu_gb")
+        else "every layer streamed"
+    )
+    return (
+        f"| {key} (from CPU memory, {card}, {value.get('steps_run')} steps) | {cell(items, key)} s, "
+        f"{fmt(value.get('slowdown_vs_ours'), '.1f')}x the optimised time; peak "
+        f"{cell(items, key, 'peak_gb', '.1f')} GB generating, {cell(items, key, 'apply_peak_gb', '.1f')} GB "
+        f"setting up ({cell(items, key, 'apply_s', '.0f')} s to pin the weights); PSNR vs eager "
+        f"{cell(items, key, 'psnr_db', '.1f')} dB |"
+    )
+
+
+def target_lines(items: dict, ratios: dict) -> list[str]:
+    """Each target met or not, and the worst PSNR of any optimised image."""
+    lines = ["", "| target | measured | met |", "|---|---|---|"]
     for name, key, measured, op, limit in TARGETS:
         value = ratios.get((key, measured)) if measured.startswith("vs_") else (items.get(key) or {}).get(measured)
         met = (
@@ -223,10 +258,4 @@ def write_results_md(results: dict, path: Path) -> None:
         met = float(worst[2]) >= PSNR_MIN
         lines.append(f"| every optimised image >= {PSNR_MIN:g} dB | {fmt(worst[2], '.1f')} ({worst[0]}) "
                      f"| {'yes' if met else 'NO'} |")  # fmt: skip
-    if results["skipped"]:
-        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}."]
-    if results["errors"]:
-        lines += ["", "Errors: " + "; ".join(f"{e['item']}: {items.get(e['item'], {}).get('error')}" for e in
-                                              results["errors"])]  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    return lines

@@ -1,10 +1,10 @@
-"""Performance settings: presets per device, `apply` on the CPU, PSNR and FLOP helpers, the GPU benchmark's parts."""
+"""Performance settings: presets per device, `apply` on the CPU; the GPU benchmark's FLOP count, parts and smoke run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,23 +18,17 @@ from diffusers import WanTransformer3DModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.flops import transformer_flops
+from benchmarks.gpu_measure import forward_batches, matmul_peak, measure_floor
+from benchmarks.gpu_record import clean, device_slug
+from benchmarks.gpu_report import loop_floor, write_results_md
 from wan_t2i import performance
 from wan_t2i.constants import TEXT_LEN
 from wan_t2i.loading import load_components
-from wan_t2i.performance import PerformanceSettings, apply, psnr, transformer_flops
+from wan_t2i.performance import PerformanceSettings, apply
 from wan_t2i.pipeline import WanT2IPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def gpu_bench():
-    """benchmarks/gpu.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpu_presets_change_nothing():
@@ -211,16 +205,6 @@ def test_prefer_attention_backend_puts_cudnn_first():
         torch._C._set_sdp_priority_order(order)
 
 
-def test_psnr():
-    a = np.zeros((4, 4, 3), dtype=np.uint8)
-    assert psnr(a, a) == math.inf
-    b = a.copy()
-    b[..., 0] = 3  # mse = 9 / 3 = 3
-    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 3))
-    with pytest.raises(ValueError, match="shape"):
-        psnr(a, np.zeros((4, 5, 3), dtype=np.uint8))
-
-
 def test_transformer_flops_match_a_flop_counter():
     """The hand count against PyTorch's own count of a real forward (matmuls and attention)."""
     model = tiny_transformer().eval()
@@ -245,14 +229,14 @@ def test_transformer_flops_of_the_14b_expert():
     assert transformer_flops(config, tokens=64 * 64) / 1e12 == pytest.approx(115.6, abs=0.5)
 
 
-def test_benchmark_parts_on_cpu(gpu_bench, tmp_path):
-    peak = gpu_bench.matmul_peak(64, "cpu", torch.float32, repeats=2, inner=2)
+def test_benchmark_parts_on_cpu(tmp_path):
+    peak = matmul_peak(64, "cpu", torch.float32, repeats=2, inner=2)
     assert peak["tflops"] > 0
     model = tiny_transformer().eval()
-    floor, out = gpu_bench.measure_floor(model, 2, (64, 64), steps=2, runs=1, peak_tflops=peak["tflops"])
+    floor, out = measure_floor(model, 2, (64, 64), steps=2, runs=1, peak_tflops=peak["tflops"])
     assert out.shape == (2, 16, 1, 8, 8) and 0 < floor["mfu"] and floor["tflop"] > 0
     results = {
-        "meta": {"device": "test", "steps": 2, "command": "python benchmarks/gpu.py"},
+        "meta": {"device": "test", "steps": 2, "command": "python -m benchmarks.gpu", "commit": "0123456789abcdef"},
         "items": {
             "peak": peak,
             "1.3b@480x832/stock": {"median_s": 1.5, "peak_gb": 20.0},
@@ -266,19 +250,24 @@ def test_benchmark_parts_on_cpu(gpu_bench, tmp_path):
         "skipped": ["ttfi/1.3b@480x832"],
     }
     path = tmp_path / "RESULTS.md"
-    gpu_bench.write_results_md(results, path)
+    write_results_md(results, path)
     text = path.read_text()
     assert "| 1.3B one image <= 0.5x stock | 0.400 | yes |" in text
     assert "| 1.3B A/B pair <= 1.3x one image | 1.500 | NO |" in text
     assert "| low-memory 14B at 480x832 under 20 GB | 13.000 | yes |" in text
     assert "| 14b@1024x1024 | OOM |" in text and "Skipped (time budget): ttfi/1.3b@480x832" in text
-    json.dumps(gpu_bench.clean(results))  # infinities become strings
+    assert "Code: commit 0123456789ab.\n" in text  # no `dirty` key: nothing said about uncommitted changes
+    json.dumps(clean(results))  # infinities become strings
 
 
-def test_pair_floor_counts_the_forwards_the_pair_really_runs(gpu_bench):
-    from gpu_report import loop_floor
+def test_record_folders_are_named_for_the_device():
+    assert device_slug("NVIDIA H100 80GB HBM3") == "h100" and device_slug("NVIDIA H200") == "h200"
+    assert device_slug("NVIDIA GeForce RTX 4090") == "rtx-4090" and device_slug("NVIDIA A100-SXM4-80GB") == "a100"
+    assert device_slug("CPU (x86_64, 2 cores)") == "cpu"
 
-    batches = gpu_bench.forward_batches(("legacy_ddim", "flow_unipc"), 5)
+
+def test_pair_floor_counts_the_forwards_the_pair_really_runs():
+    batches = forward_batches(("legacy_ddim", "flow_unipc"), 5)
     assert batches == [2, 4, 4, 4, 2]  # shared first step, legacy_ddim's t = 0 step skipped
     items = {"s/floor_b2": {"median_s": 1.0}, "s/floor_b4": {"median_s": 2.0}}
     assert loop_floor(items, "s", batches) == pytest.approx((2 * 1.0 + 3 * 2.0) / 5)
@@ -287,21 +276,19 @@ def test_pair_floor_counts_the_forwards_the_pair_really_runs(gpu_bench):
 
 @pytest.mark.slow
 def test_smoke_benchmark_end_to_end(tmp_path):
-    """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (~40 s): every
-    section, the phase profile, and a re-render of RESULTS.md from its JSON."""
-    out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "gpu.py"),
-        "--smoke",
-        "--out",
-        str(out),
-        "--results-md",
-        str(md),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (1-6 min): every
+    section, the phase profile, the record folder with its commit, and a re-render of RESULTS.md from its JSON."""
+    record = tmp_path / "record"
+    git = (ROOT / ".git").exists()
+    head = (
+        subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if git
+        else None
+    )
+    command = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--record", str(record)]  # reads HEAD at once
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(out.read_text())
+    results = json.loads((record / "results.json").read_text())
     assert results["errors"] == [] and results["skipped"] == []
     for key in ("1.3b@64x64/ours", "1.3b@64x64/pair", "14b@64x64/ours", "14b@64x64/floor_b4"):
         assert results["items"][key]["median_s"] > 0
@@ -312,10 +299,19 @@ def test_smoke_benchmark_end_to_end(tmp_path):
     assert results["items"]["1.3b@64x64/pair"]["forward_batches"] == [2] + [4] * (steps - 2) + [2]
     assert float(results["items"]["lowmem/14b@64x64"]["psnr_db"]) >= 35
     assert results["items"]["cudagraphs/1.3b@64x64"]["median_s"] > 0
-    text = md.read_text()
+    text = (record / "RESULTS.md").read_text()
     assert "| 1.3b@64x64 |" in text and "| 1.3b@64x64/pair |" in text and "solver_loop" in text
+    # The record says what ran, where, and on which commit; run.log holds what the run printed.
+    facts = json.loads((record / "record.json").read_text())
+    assert facts["command"] == f"python -m benchmarks.gpu --smoke --record {record}"
+    assert facts["device"] == results["meta"]["device"] and facts["date"] == results["meta"]["date"]
+    if git:
+        assert facts["commit"] == head and isinstance(facts["dirty"], bool)
+        assert re.search(f"Code: commit {head[:12]}", text)
+    assert "1.3b@64x64/pair -> " in (record / "run.log").read_text()
     # Re-rendering from the JSON alone (no models) gives the same table, plus a caveat when one is given.
     rendered = tmp_path / "again.md"
-    render = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--render", str(out), "--results-md", str(rendered)]
-    assert subprocess.run(render + ["--note", "a caveat"], capture_output=True, timeout=120).returncode == 0
+    render = [sys.executable, "-m", "benchmarks.gpu", "--render", str(record / "results.json")]
+    render += ["--results-md", str(rendered), "--note", "a caveat"]
+    assert subprocess.run(render, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
     assert rendered.read_text().replace("Note: a caveat\n", "") == text

@@ -14,11 +14,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from PIL import Image
 
-from wan_t2i.constants import TEXT_LEN
 from wan_t2i.loading import WanComponents
 
 logger = logging.getLogger(__name__)
@@ -267,27 +264,3 @@ def prefer_attention_backend(name: str) -> None:
     first = int(ATTENTION_BACKENDS[name])
     getattr(torch.backends.cuda, f"enable_{name}_sdp")(True)
     torch._C._set_sdp_priority_order([first] + [b for b in torch._C._get_sdp_priority_order() if b != first])
-
-
-def psnr(image: Image.Image | np.ndarray, reference: Image.Image | np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two 8-bit images in dB (inf when identical)."""
-    a, b = np.asarray(image, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def transformer_flops(config, tokens: int, text_tokens: int = TEXT_LEN) -> float:
-    """Matmul FLOPs of one Wan transformer forward for one sample of `tokens` latent patches.
-
-    2 x (weights x the tokens they multiply) for every linear layer (cross-attention keys and values and the text
-    embedder run on the text tokens), plus 4 N^2 d for self-attention and 4 N T d for cross-attention per layer.
-    Elementwise work, norms and the timestep embedder are left out: they are under 1% of the FLOPs.
-    """
-    d, f, layers = config.num_attention_heads * config.attention_head_dim, config.ffn_dim, config.num_layers
-    patch = math.prod(config.patch_size)
-    image_weights = layers * (6 * d * d + 2 * d * f) + patch * (config.in_channels + config.out_channels) * d
-    text_weights = layers * 2 * d * d + config.text_dim * d + d * d
-    attention = layers * (4 * tokens * tokens * d + 4 * tokens * text_tokens * d)
-    return 2.0 * tokens * image_weights + 2.0 * text_tokens * text_weights + attention

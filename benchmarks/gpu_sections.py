@@ -1,0 +1,238 @@
+"""The GPU benchmark's model sections (`1.3b`, `14b`): stock diffusers against this project's pipeline, eager and
+optimised, for each resolution; and `cudagraphs`, the optimised 1.3B with CUDA graphs on top."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from benchmarks.gpu_measure import (
+    check_attention,
+    forward_batches,
+    forward_inputs,
+    log,
+    measure,
+    measure_floor,
+    peak_gb,
+    reset_peak,
+    restore_default_flags,
+    solver_loop,
+    timed,
+)
+from benchmarks.gpu_models import (
+    PAIR,
+    REFERENCE_PROMPT,
+    Counts,
+    build_components,
+    build_text_encoder,
+    run_ours,
+    run_stock,
+    stock_pipeline,
+    tag,
+)
+from benchmarks.gpu_record import Bench
+from wan_t2i.loading import WanComponents
+from wan_t2i.metrics import psnr
+from wan_t2i.performance import PerformanceSettings, apply
+from wan_t2i.pipeline import WanT2IPipeline
+
+
+def optimised_settings(bench: Bench, model: str) -> PerformanceSettings:
+    """`fastest` on CUDA, without cuDNN attention if it is not faster and as exact here; compile and bf16 VAE on CPU."""
+    scale = bench.scale
+    if scale.device != "cuda":  # smoke: exercise the compile and bf16-VAE paths on the CPU
+        return PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
+    settings = PerformanceSettings.fastest(scale.device)
+    if settings.attention == "cudnn":
+        config = scale.transformers[model]
+        size = max(bench.resolutions(model), key=lambda s: s[0] * s[1])
+        tokens = (size[0] // 16) * (size[1] // 16)
+        check = bench.item(
+            model, f"{model}/attention_check",
+            lambda: check_attention(config["num_attention_heads"], config["attention_head_dim"], tokens, "cuda"),
+        )  # fmt: skip
+        if not (check and check.get("use_cudnn")):
+            settings = replace(settings, attention=None)
+    return settings
+
+
+def settled_settings(bench: Bench, model: str) -> PerformanceSettings:
+    """`fastest` on CUDA as the model's section settled it (attention kernel or compilation dropped after a failed
+    first forward); `fastest` itself when that section did not run."""
+    fastest = PerformanceSettings.fastest("cuda")
+    fields = bench.results["meta"].get(f"settings_{model}_fields")
+    return replace(fastest, **fields) if fields else fastest
+
+
+def settle_settings(
+    bench: Bench, model: str, components: WanComponents, settings: PerformanceSettings, size: tuple[int, int]
+) -> PerformanceSettings:
+    """Apply `settings`; if the first compiled forward fails, fall back (PyTorch's attention, then eager) and say so."""
+    fallbacks = [settings, replace(settings, attention=None), replace(settings, attention=None, compile=False)]
+    items, meta = bench.results["items"], bench.results["meta"]
+    for candidate in dict.fromkeys(fallbacks):
+        restore_default_flags()
+        torch._dynamo.reset()
+        apply(components, candidate)
+        try:
+            with torch.inference_mode():
+                inputs = forward_inputs(components.transformer, 2, size, bench.scale.device)
+                seconds, _ = timed(lambda: components.transformer(**inputs))  # noqa: B023 - called at once
+        except Exception as err:  # noqa: BLE001 - recorded; the next candidate is tried
+            failed = bench.failure(f"{model}/settings", err)
+            items[f"{model}/settings_failed_{len(bench.results['errors'])}"] = failed | {"settings": repr(candidate)}
+            log(f"{model}: {candidate} failed at the first forward ({type(err).__name__}); falling back")
+            continue
+        items[f"{tag(model, size)}/first_forward"] = {"seconds": seconds, "settings": repr(candidate)}
+        meta[f"settings_{model}"] = repr(candidate)
+        meta[f"settings_{model}_fields"] = {"compile": candidate.compile, "attention": candidate.attention}
+        log(f"{model}: first forward at {size} (compile included) {seconds:.1f} s with {candidate}")
+        bench.save()
+        return candidate
+    raise RuntimeError(f"{model}: no settings ran")
+
+
+def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanComponents | None:
+    """The section of one model: build it, the eager runs at each size, then the optimised runs at each size."""
+    holder: dict = {}
+
+    def build():
+        seconds, holder["components"] = timed(lambda: build_components(model, bench.scale, text_encoder, tokenizer))
+        params = sum(p.numel() for p in holder["components"].transformer.parameters())
+        return {"seconds": seconds, "transformer_params": params, "peak_gb": peak_gb()}
+
+    restore_default_flags()
+    bench.item(model, f"{model}/build", build)
+    if "components" not in holder:
+        return None
+    components = holder.pop("components")
+    sizes = bench.resolutions(model)
+    references = {size: bench.references.setdefault((model, size), {}) for size in sizes}
+    stock, eager = stock_pipeline(components), WanT2IPipeline(components)
+    for size in sizes:
+        bench_eager(bench, model, size, stock, eager, references[size])
+    # Settings applied in place, then every shape compiles at its first forward (the floor's).
+    settle_settings(bench, model, components, optimised_settings(bench, model), sizes[0])
+    pipe = WanT2IPipeline(components)
+    for size in sizes:
+        bench_optimised(bench, model, size, pipe, references[size])
+    return components
+
+
+def bench_eager(bench: Bench, model: str, size: tuple[int, int], stock, eager: WanT2IPipeline, reference: dict):
+    """Stock diffusers, and this project's pipeline exactly as loaded: its images and a forward are the references
+    that the optimised runs are checked against."""
+    key, n, steps = tag(model, size), bench.scale.counts_of(model, size), bench.scale.steps
+
+    def stock_runs():
+        return measure(lambda: run_stock(stock, bench.prompts(), size, steps), n.stock_warmup, n.stock_runs)
+
+    def eager_reference():
+        reset_peak()
+        seconds, generation = timed(lambda: run_ours(eager, REFERENCE_PROMPT, size, steps))
+        reference["one"] = generation["flow_unipc"].image
+        result = {"median_s": seconds, "times_s": [seconds], "peak_gb": peak_gb()}
+        stock_image = run_stock(stock, REFERENCE_PROMPT, size, steps)
+        result["psnr_vs_stock_db"] = psnr(generation["flow_unipc"].image, stock_image)  # differ: grids differ
+        if n.pair_eager:
+            reference["pair"] = run_ours(eager, REFERENCE_PROMPT, size, steps, PAIR).images
+        transformer = eager.components.transformer
+        with torch.inference_mode():
+            reference["forward"] = transformer(**forward_inputs(transformer, 2, size, bench.scale.device))[0].float()
+        return result
+
+    stock_result = bench.item(model, f"{key}/stock", stock_runs)
+    estimate = (stock_result or {}).get("median_s") or 0.0
+    bench.item(model, f"{key}/ours_eager", eager_reference, need_s=3 * estimate)
+
+
+def bench_optimised(bench: Bench, model: str, size: tuple[int, int], pipe: WanT2IPipeline, reference: dict) -> None:
+    """The optimised pipeline at one size: the bare loop at batch 2 and 4, one image, one warm, and the A/B pair."""
+    key, n, steps = tag(model, size), bench.scale.counts_of(model, size), bench.scale.steps
+    items = bench.results["items"]
+    estimate = ((items.get(f"{key}/stock") or {}).get("median_s") or 0.0) * 0.8  # one optimised image, at most
+    peak_tflops = (items.get("peak") or {}).get("tflops")
+    transformer = pipe.components.transformer
+
+    def floor(batch: int) -> dict:
+        result, out = measure_floor(transformer, batch, size, steps, n.floor_runs, peak_tflops, n.floor_warmup)
+        if batch == 2 and reference.get("forward") is not None:
+            eager = reference["forward"]
+            result["rel_error_vs_eager"] = ((out.float() - eager).norm() / eager.norm()).item()
+        return result
+
+    def ours_warm():
+        prompt = bench.prompts()
+        return measure(lambda: run_ours(pipe, prompt, size, steps), 1, n.warm_runs)
+
+    def ours():
+        return ours_checked(bench, pipe, size, n, reference)
+
+    def pair():
+        return pair_checked(bench, pipe, size, n, reference)
+
+    bench.item(model, f"{key}/solver_loop", lambda: solver_loop(size, steps, bench.scale.device))
+    bench.item(model, f"{key}/floor_b2", lambda: floor(2), need_s=estimate)
+    bench.item(model, f"{key}/ours", ours, need_s=(n.runs + 1) * estimate)
+    if n.warm_runs:
+        bench.item(model, f"{key}/ours_warm", ours_warm, need_s=(n.warm_runs + 1) * estimate)
+    bench.item(model, f"{key}/floor_b4", lambda: floor(4), need_s=2 * estimate)
+    bench.item(model, f"{key}/pair", pair, need_s=2 * (n.pair_runs + 1) * estimate)
+
+
+def ours_checked(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], n: Counts, reference: dict) -> dict:
+    """One image per run, a new prompt each; a first run of the reference prompt is checked against the eager one."""
+    steps = bench.scale.steps
+    reset_peak()
+    check_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps))
+    result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps), 0, n.runs, check_run_s=check_s)
+    if "one" in reference:
+        result["psnr_db"] = psnr(generation["flow_unipc"].image, reference["one"])
+    return result
+
+
+def pair_checked(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], n: Counts, reference: dict) -> dict:
+    """The A/B pair in one batched run, checked likewise; also the batch of each of its transformer forwards."""
+    steps = bench.scale.steps
+    reset_peak()
+    check_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, steps, PAIR))
+    result = measure(lambda: run_ours(pipe, bench.prompts(), size, steps, PAIR), 0, n.pair_runs)
+    result["check_run_s"] = check_s
+    result["forward_batches"] = forward_batches(PAIR, steps)  # what its floor is made of
+    if "one" in reference:
+        result["psnr_db"] = psnr(generation["flow_unipc"].image, reference["one"])
+    if "pair" in reference:
+        legacy = generation["legacy_ddim"].image
+        result["psnr_legacy_vs_eager_pair_db"] = psnr(legacy, reference["pair"]["legacy_ddim"])
+    return result
+
+
+def bench_cudagraphs(bench: Bench, tokenizer) -> None:
+    """`fastest` plus CUDA graphs (torch.compile mode "reduce-overhead"): does replaying whole blocks beat launching
+    their kernels? An experiment for the record, not a preset."""
+    scale = bench.scale
+    model, size = scale.cudagraphs
+
+    def run():
+        components = build_components(model, scale, build_text_encoder(scale, len(tokenizer)), tokenizer)
+        settings = PerformanceSettings(compile=True, compile_mode="reduce-overhead")  # the CPU smoke run
+        if scale.device == "cuda":
+            settings = replace(settled_settings(bench, model), compile=True, compile_mode="reduce-overhead")
+        restore_default_flags()
+        torch._dynamo.reset()
+        apply(components, settings)
+        pipe = WanT2IPipeline(components)
+        first_s, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+        result = measure(lambda: run_ours(pipe, bench.prompts(), size, scale.steps), 1, 3, first_image_s=first_s)
+        eager = bench.references.get((model, size), {}).get("one")
+        if eager is not None:
+            result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
+        pair = measure(lambda: run_ours(pipe, bench.prompts(), size, scale.steps, PAIR), 1, 2)
+        one = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
+        return result | {
+            "settings": repr(settings), "pair": pair, "vs_compiled": result["median_s"] / one if one else None,
+            "pair_vs_one": pair["median_s"] / result["median_s"],
+        }  # fmt: skip
+
+    bench.item("cudagraphs", f"cudagraphs/{tag(model, size)}", run)

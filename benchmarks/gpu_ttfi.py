@@ -1,0 +1,84 @@
+"""The GPU benchmark's `ttfi` section: time to the first image of a fresh process (imports, building the models,
+compilation with a cold compiler cache, the first image), measured in a child process of `python -m benchmarks.gpu`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+from benchmarks.gpu_measure import sync, timed
+from benchmarks.gpu_models import (
+    FULL,
+    REFERENCE_PROMPT,
+    SMOKE,
+    build_components,
+    build_text_encoder,
+    build_tokenizer,
+    run_ours,
+    tag,
+)
+from benchmarks.gpu_record import ROOT, Bench
+from benchmarks.gpu_sections import settled_settings
+from wan_t2i.performance import PerformanceSettings, apply
+from wan_t2i.pipeline import WanT2IPipeline
+
+CHILD_FLAG = "--child-ttfi"  # the hidden option of benchmarks.gpu that runs `child_ttfi`
+
+
+def bench_ttfi(bench: Bench) -> None:
+    for model, size in bench.scale.ttfi:
+        bench.item("ttfi", f"ttfi/{tag(model, size)}", lambda model=model, size=size: ttfi_in_child(bench, model, size))
+
+
+def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int]) -> dict:
+    """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine."""
+    settings = settled_settings(bench, model)
+    attention = settings.attention or "none"
+    cache = tempfile.mkdtemp(prefix="ttfi-inductor-")
+    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+    command = [sys.executable, "-m", "benchmarks.gpu", CHILD_FLAG, model, f"{size[0]}x{size[1]}"]
+    command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
+    command += ["--smoke"] if bench.smoke else []
+    left = bench.budget_s - bench.elapsed()
+    start = time.time()
+    done = subprocess.run(
+        command + ["--t0", repr(start)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=None if math.isinf(left) else max(30.0, left),
+    )  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("TTFI ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"child exited {done.returncode}: {done.stderr[-1500:]}")
+    return json.loads(lines[-1][5:]) | {"process_total_s": time.time() - start}
+
+
+def child_ttfi(args: argparse.Namespace) -> None:
+    """In the fresh process: build the models on the device, apply `fastest`, render one image; print the times."""
+    scale = SMOKE if args.smoke else FULL
+    model, size = args.child_ttfi[0], tuple(int(v) for v in args.child_ttfi[1].split("x"))
+    imported = time.time() - args.t0
+    tokenizer = build_tokenizer()
+    start = time.time()
+    components = build_components(model, scale, build_text_encoder(scale, len(tokenizer)), tokenizer)
+    sync()
+    built = time.time() - start
+    if scale.device == "cuda":
+        settings = PerformanceSettings.fastest("cuda")
+        settings = replace(settings, attention=None if args.attention == "none" else args.attention)
+    else:
+        settings = PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
+    settings = replace(settings, compile=settings.compile and not args.no_compile)
+    apply(components, settings)
+    pipe = WanT2IPipeline(components)
+    first, _ = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+    second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
+    report = {"import_s": imported, "build_s": built, "first_image_s": first, "second_image_s": second}
+    print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0, "settings": repr(settings)}), flush=True)
