@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
-from sensitive_wan import save_sensitive_wan
+from sensitive_wan import one_torch_thread, save_sensitive_wan
 
 from wan_t2i.pipeline import WanT2IPipeline
 
@@ -39,6 +39,12 @@ class WanGridEuler(FlowMatchEulerDiscreteScheduler):
         shifted = self.shift * sigmas / (1 + (self.shift - 1) * sigmas)
         timesteps = (shifted * self.config.num_train_timesteps).astype(np.int64)  # truncated, as UniPC's are
         super().set_timesteps(device=device, sigmas=sigmas, timesteps=timesteps)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sensitive_wan import save_sensitive_wan
+from sensitive_wan import one_torch_thread, save_sensitive_wan
 
 from wan_t2i.pipeline import WanT2IPipeline
 
 STORED = json.loads((Path(__file__).parent / "data" / "stored_outputs.json").read_text())
 SAMPLERS = STORED["settings"]["samplers"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
