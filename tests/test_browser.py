@@ -1,4 +1,7 @@
-"""The demo in a real browser: headless Debian Chromium, driven by Playwright, on the tiny random Wan model.
+"""The demo in a real browser: headless Chromium, driven by Playwright, on the tiny random Wan model.
+
+The browser is the one in PLAYWRIGHT_CHROMIUM_EXECUTABLE, else the first Chromium or Chrome on PATH, else Playwright's
+own download (`python -m playwright install chromium`); docs/install.md says how to get one.
 
 Also a helper for the README screenshot, on the embedded demo model:
 
@@ -8,6 +11,8 @@ Also a helper for the README screenshot, on the embedded demo model:
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +25,12 @@ from conftest import free_port
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+NO_CHROMIUM = (
+    "no Chromium found for the browser test: set PLAYWRIGHT_CHROMIUM_EXECUTABLE to a Chromium or Chrome binary, or put "
+    "one on PATH (Debian/Ubuntu: apt-get install chromium; macOS: brew install --cask chromium), or download "
+    "Playwright's own with `python -m playwright install chromium`"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -32,17 +42,26 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 60_000
 
 
+def find_chromium() -> str | None:
+    """$PLAYWRIGHT_CHROMIUM_EXECUTABLE, else the first Chromium or Chrome on PATH; None when neither is there."""
+    chosen = os.environ.get("PLAYWRIGHT_CHROMIUM_EXECUTABLE")
+    if chosen:
+        if not Path(chosen).is_file():
+            raise FileNotFoundError(f"PLAYWRIGHT_CHROMIUM_EXECUTABLE={chosen} does not exist")
+        return chosen
+    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+
+
 @contextmanager
 def open_page(url: str, *, width: int = 1280, height: int = 1400) -> Iterator[Page]:
-    """A page of headless Debian Chromium at `url`."""
-    if not CHROMIUM.exists():
-        raise FileNotFoundError(
-            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); CI's .ci/run does"
-        )
+    """A page of headless Chromium at `url`; FileNotFoundError saying how to get a Chromium when there is none."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        executable = find_chromium()
+        if executable is None and not Path(p.chromium.executable_path).is_file():  # nor Playwright's own download
+            raise FileNotFoundError(NO_CHROMIUM)
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(TIMEOUT_MS)
@@ -96,8 +115,7 @@ def url(tiny_pipe) -> Iterator[str]:
 
 @pytest.mark.browser
 def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> None:
-    if not CHROMIUM.exists():  # fail, not skip: CI installs chromium, and a skipped UI test tests nothing
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
+    # Without a Chromium this fails (NO_CHROMIUM says how to get one), never skips: a skipped UI test tests nothing.
     with open_page(url) as page:
         shown = compare(page, "A serene lake at sunset", tmp_path / "compare.png")
         assert all(source and source.endswith(".png") for source in shown["sources"]), shown["sources"]
@@ -122,8 +140,6 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
 @pytest.mark.browser
 def test_page_opens_on_the_comparison_when_asked(tiny_pipe) -> None:
     """render_on_load (on for the embedded demo model): the first visit shows both images without a click."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
     import app
 
     demo = app.create_demo(tiny_pipe, render_on_load=True)

@@ -1,12 +1,23 @@
-"""The CLI end to end on a tiny saved model: the original run_inference.py flags, --compare, errors."""
+"""The CLI end to end on a tiny saved model: the original run_inference.py flags, --compare, errors, start-up."""
 
+import json
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
+import pytest
+import torch
 from PIL import Image
 
-from wan_t2i.cli import main
+from wan_t2i import choices, performance, samplers
+from wan_t2i.cli import main, vocabulary_notice
 from wan_t2i.images import read_parameters
+from wan_t2i.loading import DEMO_MODEL_DIR, parse_dtype
+from wan_t2i.pipeline import WanT2IPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "diffusers", "transformers", "gradio", "PIL", "numpy")  # each takes seconds to import
 
 
 def test_original_flags_write_a_png_with_its_parameters(tiny_wan_dir, tmp_path, capsys):
@@ -16,6 +27,7 @@ def test_original_flags_write_a_png_with_its_parameters(tiny_wan_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0
     assert f"flow_unipc: {out}" in printed and "seed 17" in printed and "timings: encode" in printed
+    assert "ignored" not in printed  # every word of the prompt is in the tiny model's vocabulary
     parameters = read_parameters(out)
     assert parameters | {"prompt": "A serene lake at sunset", "steps": 3, "shift": 3.0, "seed": 17} == parameters
     assert Image.open(out).size == (48, 32)
@@ -32,6 +44,8 @@ def test_compare_writes_both_samplers_and_a_side_by_side(tiny_wan_dir, tmp_path,
     assert len(seeds) == 1
     assert Image.open(tmp_path / "ab_side_by_side.png").width > 2 * 48
     assert "the decoded image will be garbage" in printed  # the legacy loop's verdict
+    # One batched run: its stages are timed once, not a made-up time per sampler.
+    assert printed.count("timings (2 images in one batched run): encode") == 1 and " s)" not in printed
 
 
 def test_student_plus_teacher_command_shape(tiny_wan_dir, tmp_path, capsys):
@@ -44,8 +58,8 @@ def test_student_plus_teacher_command_shape(tiny_wan_dir, tmp_path, capsys):
     assert (tmp_path / "s_student_flow_unipc.png").exists() and (tmp_path / "s_teacher_flow_unipc.png").exists()
 
 
-def test_bad_input_exits_2_with_a_message_and_no_traceback(tiny_wan_dir, tmp_path):
-    argv = [sys.executable, "-m", "wan_t2i", "--teacher_path", str(tiny_wan_dir), "--prompt", "a lake"]
+def test_bad_input_exits_2_with_a_one_line_message(tiny_wan_dir, tmp_path, capsys):
+    argv = ["--teacher_path", str(tiny_wan_dir), "--prompt", "a lake", "--output_path", str(tmp_path / "x.png")]
     for extra, message in [
         (["--num_inference_steps", "0"], "error: steps must be an integer from 1 to 1000, got 0"),
         (["--shift", "-1"], "error: shift must be a finite number > 0, got -1.0"),
@@ -53,16 +67,41 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tiny_wan_dir, tmp_pat
         (["--gpu_memory_gb", "24"], "error: gpu_memory_gb is for the low_memory preset"),
         (["--performance", "low_memory", "--gpu_memory_gb", "0"], "error: gpu_memory_gb must be a number of GB > 0"),
     ]:
-        done = subprocess.run([*argv, "--output_path", str(tmp_path / "x.png"), *extra], capture_output=True, text=True)
-        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
-    lone_student = subprocess.run(
-        [*argv[:3], "--model_path", str(tiny_wan_dir), "--prompt", "x"], capture_output=True, text=True
-    )
-    assert lone_student.returncode == 2 and "error: --model_path needs --teacher_path" in lone_student.stderr
-    missing = subprocess.run(
-        [*argv[:3], "--teacher_path", str(tmp_path / "nope"), "--prompt", "x"], capture_output=True, text=True
-    )
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+        assert main([*argv, *extra]) == 2
+        printed = capsys.readouterr()
+        assert message in printed.err and len(printed.err.strip().splitlines()) == 1, printed.err
+    assert main(["--model_path", str(tiny_wan_dir), "--prompt", "x"]) == 2
+    assert "error: --model_path needs --teacher_path" in capsys.readouterr().err
+    assert main(["--teacher_path", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="checks what a CPU-only machine says")
+def test_devices_and_dtypes_this_machine_lacks_say_what_is_available(tiny_wan_dir, tmp_path, capsys):
+    argv = ["--teacher_path", str(tiny_wan_dir), "--prompt", "a lake", "--output_path", str(tmp_path / "x.png")]
+    no_cuda = "is a CPU-only build" if torch.version.cuda is None else "no CUDA device is visible"
+    for extra, message in [
+        (["--device", "cuda"], f"error: device 'cuda' is not available: this torch ({torch.__version__}) {no_cuda}"),
+        (["--device", "cuda:1"], "error: device 'cuda:1' is not available"),
+        (["--device", "gpu"], "error: unknown device 'gpu'; available here: cpu"),
+        (["--device", "mps"], "error: device 'mps' is not available: no MPS device is visible"),
+    ]:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.endswith("; available here: cpu\n") and err.count("\n") == 1, err
+    for flag in ("--dtype", "--vae_dtype"):
+        assert main([*argv, flag, "fp16"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {flag[2:]} fp16 is for GPUs; on the CPU use fp32 (its default) or bf16\n"
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
+def test_errors_are_status_2_without_a_traceback_in_a_real_process(tiny_wan_dir):
+    argv = [sys.executable, "-m", "wan_t2i", "--teacher_path", str(tiny_wan_dir), "--prompt", "a lake"]
+    for extra in (["--device", "cuda:7"], ["--shift", "-1"]):
+        done = subprocess.run([*argv, *extra], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
 
 
 def test_performance_preset_flag(tiny_wan_dir, tmp_path, capsys):
@@ -72,3 +111,74 @@ def test_performance_preset_flag(tiny_wan_dir, tmp_path, capsys):
     capsys.readouterr()
     # On the CPU every preset leaves the modules as loaded, so the images are the same.
     assert Image.open(tmp_path / "p.png").tobytes() == Image.open(tmp_path / "d.png").tobytes()
+
+
+def probe_startup(module: str, argv: list[str]) -> dict:
+    """Run `module`'s main(argv) in a fresh interpreter: its exit status and which heavy modules it imported."""
+    code = (
+        "import json, sys\n"
+        f"from {module} import main\n"
+        "try:\n"
+        f"    status = main({argv!r})\n"
+        "except SystemExit as exit:\n"
+        "    status = exit.code\n"
+        f"print(json.dumps({{'status': status, 'imported': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["wan_t2i.cli", "wan_t2i.app"])
+def test_help_and_flag_errors_load_no_heavy_module(module):
+    """--help and bad flags answer before torch, diffusers, transformers, Gradio, Pillow or numpy load."""
+    assert probe_startup(module, ["--help"]) == {"status": 0, "imported": []}
+    assert probe_startup(module, ["--performance", "warp"]) == {"status": 2, "imported": []}
+
+
+def test_flag_choices_are_the_libraries_names():
+    """The CLI's and app's choices (wan_t2i.choices, importable without torch) are exactly what the library takes."""
+    assert choices.SAMPLERS == samplers.SAMPLERS
+    assert choices.PRESETS == tuple(performance.PRESETS)
+    assert {parse_dtype(name) for name in choices.DTYPES} == {torch.bfloat16, torch.float16, torch.float32}
+
+
+def test_default_output_goes_under_outputs_and_ignored_words_are_named(tiny_wan_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--teacher_path", str(tiny_wan_dir), "--prompt", "A purple lake, purple Elephant at sunset"]
+    assert main([*argv, "--num_inference_steps", "2", "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "outputs" / "output.png").is_file() and not (tmp_path / "output.png").exists()
+    assert "ignored (not in the vocabulary of tiny-test): purple, Elephant\n" in printed
+    # diffusers' and transformers' own loading bars are off; ours (tqdm, on stderr) stays.
+    import diffusers
+    import transformers
+
+    assert not diffusers.utils.logging.is_progress_bar_enabled()
+    assert not transformers.utils.logging.is_progress_bar_enabled()
+
+
+def test_vocabulary_notice_says_once_what_a_fixed_vocabulary_model_draws(tiny_pipe):
+    note = "Draws lakes and mountains at any time of day. " * 4
+    pipe = WanT2IPipeline(replace(tiny_pipe.components, defaults=replace(tiny_pipe.defaults, vocabulary_note=note)))
+    assert vocabulary_notice(pipe, "a serene lake at sunset") is None  # nothing ignored: nothing to say
+    notice = vocabulary_notice(pipe, "an elephant by a lake, an elephant")
+    lines = notice.splitlines()
+    assert lines[0] == "ignored (not in the vocabulary of tiny-test): elephant, by"
+    assert " ".join(line.strip() for line in lines[1:]) == note.strip() and notice.count("ignored") == 1
+    assert all(len(line) <= 100 for line in lines)
+
+
+def test_demo_model_vocabulary_names_the_words_it_drops():
+    from transformers import AutoTokenizer
+
+    from wan_t2i.vocabulary import ignored_words
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_DIR / "tokenizer")
+    assert ignored_words(tokenizer, "A purple elephant riding a bicycle by the lake at sunset") == [
+        "purple",
+        "elephant",
+        "riding",
+        "bicycle",
+    ]
+    assert ignored_words(tokenizer, "Snowy mountains at dawn, above a still lake.") == []

@@ -1,8 +1,11 @@
 """The Gradio demo: one prompt, two samplers from the same seed, and what happened to their latents.
 
 `create_demo(pipe)` is the layout and its wiring around a pipeline built once; `main()` parses the flags, builds the
-pipeline and launches (`python app.py`, or the Space's app.py at import). The handler, the report and the ZeroGPU
-sizing live in `wan_t2i.handlers`, `wan_t2i.report` and `wan_t2i.zerogpu`.
+pipeline and launches (`wan-t2i-app`, `python app.py`, or the Space's app.py at import). The handler, the report and
+the ZeroGPU sizing live in `wan_t2i.handlers`, `wan_t2i.report` and `wan_t2i.zerogpu`.
+
+Importing this module loads neither Gradio nor torch (seconds each): they load when a demo is created, so that
+`wan-t2i-app --help` and a bad flag answer at once.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
+from wan_t2i.choices import DTYPES, PRESETS, SAMPLERS
 
-from wan_t2i.handlers import Handler
-from wan_t2i.performance import PRESETS
-from wan_t2i.pipeline import Generation, WanT2IPipeline
-from wan_t2i.report import details, latent_health, latent_health_bands, summary
-from wan_t2i.request import MAX_GUIDANCE, MAX_SEED, MODELS
-from wan_t2i.samplers import SAMPLERS
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from wan_t2i.handlers import Handler
+    from wan_t2i.pipeline import Generation, WanT2IPipeline
 
 DEFAULT_A, DEFAULT_B = "legacy_ddim", "flow_unipc"
 MAX_STEPS_UI = 100  # the slider's range; the API accepts what the pipeline accepts (1..1000)
@@ -61,6 +64,12 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
     sees the story at once; meant for small models (the embedded demo model: about 1.3 s on a CPU), not for GPUs
     shared by many visitors.
     """
+    import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
+
+    from wan_t2i.handlers import Handler
+    from wan_t2i.report import latent_health, latent_health_bands, summary
+    from wan_t2i.request import MAX_GUIDANCE, MAX_SEED, MODELS
+
     d = pipe.defaults
     has_teacher = pipe.components.has_teacher
     handler = Handler(pipe)
@@ -166,6 +175,11 @@ def api_endpoints(handler: Handler, d: Any) -> None:
 
     Gradio needs a component per API input; one hidden set serves both endpoints (`inputs_kwargs` names them).
     """
+    import gradio as gr
+
+    from wan_t2i.report import details
+    from wan_t2i.request import MODELS
+
     with gr.Column(visible=False):
         field = dict(
             prompt=gr.Textbox(label="prompt"),
@@ -206,16 +220,38 @@ def api_endpoints(handler: Handler, d: Any) -> None:
     )
 
 
+ENVIRONMENT = """\
+Each flag defaults to an environment variable (a Space sets them under Settings -> Variables):
+  WAN_T2I_MODEL_PATH, WAN_T2I_TEACHER_PATH, WAN_T2I_DEVICE, WAN_T2I_DTYPE, WAN_T2I_WITH_TEACHER (1/true/yes),
+  WAN_T2I_PERFORMANCE, WAN_T2I_GPU_MEMORY_GB, WAN_T2I_RENDER_ON_LOAD; Gradio's own GRADIO_SERVER_NAME and
+  GRADIO_SERVER_PORT. With none set, the embedded demo model is served.
+"""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line flags; each defaults to its environment variable, and those to the embedded demo model."""
     env = os.environ.get
-    parser = argparse.ArgumentParser(description="The wan-t2i Gradio demo.")
-    parser.add_argument("--model_path", default=env("WAN_T2I_MODEL_PATH"), help="student transformer: folder, Hub id")
-    parser.add_argument(
-        "--teacher_path", default=env("WAN_T2I_TEACHER_PATH"), help="Wan model (Diffusers or native layout)"
+    parser = argparse.ArgumentParser(
+        description="The wan-t2i Gradio demo: two samplers side by side, from one seed.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--device", default=env("WAN_T2I_DEVICE"), help="cuda, cpu (default: cuda when available)")
-    parser.add_argument("--dtype", default=env("WAN_T2I_DTYPE"), help="bf16, fp16, fp32 (default: bf16 GPU, fp32 CPU)")
+    parser.add_argument(
+        "--model_path",
+        default=env("WAN_T2I_MODEL_PATH"),
+        help="student transformer: folder, Hub id ($WAN_T2I_MODEL_PATH)",
+    )
+    parser.add_argument(
+        "--teacher_path",
+        default=env("WAN_T2I_TEACHER_PATH"),
+        help="Wan model, Diffusers or native layout ($WAN_T2I_TEACHER_PATH)",
+    )
+    parser.add_argument(
+        "--device", default=env("WAN_T2I_DEVICE"), help="cuda, cuda:1, cpu (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default=env("WAN_T2I_DTYPE"), help="transformer dtype (default: bf16 GPU, fp32 CPU)"
+    )
     parser.add_argument(
         "--with_teacher",
         action="store_true",
@@ -224,7 +260,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--performance",
-        choices=list(PRESETS),
+        choices=PRESETS,
         default=env("WAN_T2I_PERFORMANCE", "default"),
         help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see docs/performance.md",
     )
@@ -242,11 +278,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--server_name", default=None, help="default: 127.0.0.1 (GRADIO_SERVER_NAME overrides)")
     parser.add_argument("--server_port", type=int, default=None, help="default: 7860 (GRADIO_SERVER_PORT overrides)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # argparse checks `choices` only for values typed on the command line, not for defaults from the environment.
+    for name, allowed in (("dtype", DTYPES), ("performance", PRESETS), ("render_on_load", ("auto", "yes", "no"))):
+        value = getattr(args, name)
+        if value is not None and value not in allowed:
+            parser.error(f"WAN_T2I_{name.upper()}={value!r}: choose one of {', '.join(allowed)}")
+    return args
 
 
 def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
     """Build the pipeline once, from the parsed flags."""
+    from wan_t2i.pipeline import WanT2IPipeline
+
     return WanT2IPipeline.from_pretrained(
         args.model_path,
         args.teacher_path,
@@ -263,8 +307,9 @@ def build(argv: Sequence[str] | None = None) -> gr.Blocks:
     args = parse_args(argv)
     try:
         pipe = load_pipeline(args)
-    except ValueError as error:  # ModelLoadError, or settings that do not fit (a bad gpu_memory_gb)
-        sys.exit(f"app.py: {error}")
+    except ValueError as error:  # ModelLoadError (a path, device or dtype), or settings that do not fit
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        sys.exit(2)
     embedded = args.model_path is None and args.teacher_path is None
     demo = create_demo(
         pipe, render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded)
@@ -274,6 +319,6 @@ def build(argv: Sequence[str] | None = None) -> gr.Blocks:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python app.py [flags]`: build and launch."""
+    """`wan-t2i-app [flags]` and `python app.py [flags]`: build and launch."""
     demo = build(argv)
     demo.launch(**demo.launch_args)

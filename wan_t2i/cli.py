@@ -1,20 +1,22 @@
-"""`python -m wan_t2i`: the original run_inference.py flags, with the right sampler by default and an A/B mode."""
+"""`wan-t2i` / `python -m wan_t2i`: the original run_inference.py flags, with the right sampler and an A/B mode.
+
+The flags are parsed before torch, diffusers or Pillow load (they take seconds), so that `--help` and argument errors
+are instant; `benchmarks/cli_help.py` measures it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from wan_t2i.images import save_png, side_by_side
-from wan_t2i.performance import PRESETS
-from wan_t2i.samplers import SAMPLERS
+from wan_t2i.choices import DTYPES, PRESETS, SAMPLERS
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
+DEFAULT_OUTPUT = Path("outputs") / "output.png"  # outputs/ is git-ignored: renders stay out of the working tree
 # Library parameters whose flags have other spellings or that a CLI user sets by flag (messages name the parameter).
 LIBRARY_TO_FLAGS = {
     "model_path": "--model_path",
@@ -23,9 +25,15 @@ LIBRARY_TO_FLAGS = {
 }
 
 
+def program_name(module: str) -> str:
+    """How the user started us, for usage lines: `wan-t2i` from the console script, `python -m wan_t2i` otherwise."""
+    name = Path(sys.argv[0]).name
+    return f"python -m {module}" if name in ("__main__.py", "-m", "-c", "") else name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m wan_t2i",
+        prog=program_name("wan_t2i"),
         description="Text-to-image with a Wan student. With no model flags, uses the embedded demo model.",
     )
     model = parser.add_argument_group("model (the original run_inference.py flags)")
@@ -33,13 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--teacher_path", help="Wan model giving the VAE and text encoder: a folder or Hub id")
     model.add_argument("--with_teacher", action="store_true", help="also load the teacher's transformer(s)")
     model.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    model.add_argument(
-        "--dtype", choices=["bf16", "fp16", "fp32"], help="transformer dtype (default: bf16 GPU, fp32 CPU)"
-    )
-    model.add_argument("--vae_dtype", choices=["bf16", "fp16", "fp32"], help="VAE dtype (default: fp32)")
+    model.add_argument("--dtype", choices=DTYPES, help="transformer dtype (default: bf16 GPU, fp32 CPU)")
+    model.add_argument("--vae_dtype", choices=DTYPES, help="VAE dtype (default: fp32)")
     model.add_argument(
         "--performance",
-        choices=list(PRESETS),
+        choices=PRESETS,
         default="default",
         help="default: safe, no start-up cost; fastest: compiled blocks, fused attention, bf16 VAE (GPU servers); "
         "low_memory: model loaded into CPU memory, as many transformer blocks kept on the GPU as it has room for and "
@@ -53,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative_prompt", help="default: the model's (Wan's own negative prompt for Wan models)")
-    gen.add_argument("--output_path", default="output.png", help="PNG to write (default: output.png)")
+    gen.add_argument("--output_path", default=str(DEFAULT_OUTPUT), help=f"PNG to write (default: {DEFAULT_OUTPUT})")
     gen.add_argument("--num_inference_steps", type=int, help="default: the model's (20 for the demo model)")
     gen.add_argument("--shift", type=float, help="timestep shift (default: the model's, 5.0 for images)")
     gen.add_argument("--guidance_scale", type=float, help="classifier-free guidance; 1 disables it")
@@ -89,6 +95,28 @@ def in_flags(message: str) -> str:
     return message
 
 
+def quiet_library_progress() -> None:
+    """Turn off diffusers' and transformers' loading bars ("Loading checkpoint shards"); ours shows the denoising."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def vocabulary_notice(pipe, prompt: str) -> str | None:
+    """For a model with a fixed vocabulary, the prompt's words it cannot read, and once what the model can draw."""
+    from wan_t2i.vocabulary import ignored_words
+
+    ignored = ignored_words(pipe.components.tokenizer, prompt)
+    if not ignored:
+        return None
+    lines = [f"ignored (not in the vocabulary of {pipe.defaults.name}): {', '.join(ignored)}"]
+    if pipe.defaults.vocabulary_note:
+        lines += textwrap.wrap(pipe.defaults.vocabulary_note, width=100, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output_path = Path(args.output_path)
@@ -100,8 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare_teacher:
         samplers, models = [args.sampler, args.sampler], ["student", "teacher"]
 
-    from wan_t2i.pipeline import WanT2IPipeline  # imported after parsing so that --help is instant
+    # Imported only now that the flags are good: torch, diffusers and Pillow take seconds to load.
+    from tqdm.auto import tqdm
 
+    from wan_t2i.images import save_png, side_by_side
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    quiet_library_progress()
     try:
         pipe = WanT2IPipeline.from_pretrained(
             args.model_path,
@@ -126,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             height=args.height,
             width=args.width,
         )
+        notice = vocabulary_notice(pipe, request.prompt)
+        if notice:
+            print(notice)
         with tqdm(total=request.steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
             generation = pipe.generate(request, progress=lambda i, n: bar.update(i - bar.n))
     except ValueError as error:  # bad flags or an unusable model: say what to change, no traceback
@@ -136,12 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {pipe.defaults.name} on {pipe.device}; seed {generation.seed}")
     for label, result in generation.results.items():
         save_png(result.image, paths[label], result.parameters)
-        print(f"{label:>20}: {paths[label]}  ({result.seconds:.2f} s)  {result.diagnostics.verdict}")
+        print(f"{label:>20}: {paths[label]}  {result.diagnostics.verdict}")
     if len(generation.results) > 1:
         sheet_path = output_path.with_name(f"{output_path.stem}_side_by_side.png")
         common = {k: v for k, v in next(iter(generation.results.values())).parameters.items() if k != "sampler"}
         save_png(side_by_side(generation.images), sheet_path, common | {"samplers": samplers, "models": models})
         print(f"{'side by side':>20}: {sheet_path}")
+    # One batched run renders every branch together: its stages are timed once, for all of them.
     timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in generation.timings.items())
-    print(f"timings: {timings}")
+    branches = f" ({len(generation.results)} images in one batched run)" if len(generation.results) > 1 else ""
+    print(f"timings{branches}: {timings}")
     return 0

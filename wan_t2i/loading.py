@@ -12,6 +12,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
 
 from wan_t2i import native
+from wan_t2i.choices import DTYPES
 from wan_t2i.constants import BOUNDARY_RATIO, DEFAULT_GUIDANCE_SCALE, DEFAULT_SHIFT, WAN_NEGATIVE_PROMPT
 
 # The embedded demo model ships inside the package (package data), so an installed wan-t2i finds it from any directory.
@@ -89,7 +90,56 @@ class WanComponents:
 
 
 def default_device() -> torch.device:
+    """The GPU when this torch sees one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_devices() -> list[str]:
+    """What this machine can run on, as `--device` spells it: cpu, then each visible accelerator (cuda:0, ...)."""
+    devices = ["cpu"]
+    if torch.accelerator.is_available():
+        kind = torch.accelerator.current_accelerator().type
+        devices += [f"{kind}:{i}" for i in range(torch.accelerator.device_count())]
+    return devices
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: `default_device()`); ModelLoadError, in one line saying what is available,
+    for a device this machine does not have (cuda on a CPU-only torch, a GPU index past the last)."""
+    if device is None:
+        return default_device()
+    available = f"available here: {', '.join(available_devices())}"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"unknown device {str(device)!r}; {available}") from None
+    if resolved.type == "cpu":
+        return resolved
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None or accelerator.type != resolved.type:
+        why = f"no {resolved.type.upper()} device is visible"
+        if resolved.type == "cuda" and torch.version.cuda is None:
+            why = f"this torch ({torch.__version__}) is a CPU-only build (docs/install.md: installing for a GPU)"
+        raise ModelLoadError(f"device {str(resolved)!r} is not available: {why}; {available}")
+    count = torch.accelerator.device_count()
+    if resolved.index is not None and resolved.index >= count:
+        raise ModelLoadError(
+            f"device {str(resolved)!r} does not exist: {count} {resolved.type.upper()} device(s) visible; {available}"
+        )
+    return resolved
+
+
+def check_dtype(dtype: torch.dtype, device: torch.device, *, name: str = "dtype") -> None:
+    """ModelLoadError, in one line, for a dtype `device` cannot run well: fp16 on a CPU, bf16 on a GPU without it."""
+    if device.type == "cpu" and dtype == torch.float16:
+        # PyTorch's CPU fp16 kernels are fallbacks: the demo model's VAE decode took 184 s in fp16 against 0.5 s.
+        raise ModelLoadError(f"{name} fp16 is for GPUs; on the CPU use fp32 (its default) or bf16")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(False):
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        raise ModelLoadError(
+            f"{name} bf16 needs a GPU of compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} is "
+            f"{capability}: use fp16 or fp32"
+        )
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -98,8 +148,8 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
         return name
     aliases = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     aliases |= {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if name.lower() not in aliases:
-        raise ModelLoadError(f"unknown dtype {name!r}; use one of bf16, fp16, fp32")
+    if not isinstance(name, str) or name.lower() not in aliases:
+        raise ModelLoadError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
     return aliases[name.lower()]
 
 
@@ -188,9 +238,11 @@ def load_components(
             `performance.apply` with `low_memory` to stream them to the GPU layer by layer: a model larger than the
             GPU then loads at all.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     dtype = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     vae_dtype = parse_dtype(vae_dtype) or torch.float32
+    check_dtype(dtype, device)
+    check_dtype(vae_dtype, device, name="vae_dtype")
     place = torch.device("cpu") if offload else device  # where the large modules live between uses
     if teacher_path is None:
         if model_path is not None:

@@ -18,7 +18,7 @@ from wan_t2i.constants import TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, guided_model_fn
 from wan_t2i.images import with_parameters
-from wan_t2i.loading import ModelDefaults, WanComponents, default_device, load_components
+from wan_t2i.loading import ModelDefaults, WanComponents, load_components, resolve_device
 from wan_t2i.performance import apply, preset
 from wan_t2i.request import MAX_SEED, GenerationRequest, ModelSpec
 from wan_t2i.samplers import sample_many
@@ -99,7 +99,7 @@ class WanT2IPipeline:
         low_memory: the GPU memory it may plan for (default: the whole card).
         """
         device = kwargs.pop("device", None)
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         settings = preset(performance, device, gpu_memory_gb)
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         apply(components, settings)
