@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
 
 from wan_t2i.demo.analyzer import analyze_image, attribute_matches, validate_analyzer
 from wan_t2i.demo.scenes import held_out_prompts, requested_attributes
@@ -32,7 +33,7 @@ MIN_ANALYZER_ACCURACY = 0.95
 def score_sampler_runs(pipe: WanT2IPipeline, prompts: list[str], seeds: list[int], **settings) -> dict:
     """Render every prompt x seed with all samplers from shared noise; per sampler, attribute hits and latent stats."""
     rows: dict[str, list[dict]] = {name: [] for name in SAMPLERS}
-    for prompt in prompts:
+    for prompt in tqdm(prompts, desc=f"{len(seeds)} seed(s) x {len(SAMPLERS)} samplers", unit="prompt"):
         requested = requested_attributes(prompt)
         for seed in seeds:
             generation = pipe.generate(prompt, samplers=list(SAMPLERS), seed=seed, **settings)
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    print(f"validating the analyzer on {args.analyzer_samples} ground-truth renders...", flush=True)
     analyzer = validate_analyzer(n=args.analyzer_samples)
     analyzer = {k: v for k, v in analyzer.items() if k in ATTRIBUTES}
     print("analyzer on ground-truth renders:", {k: f"{100 * v:.1f}%" for k, v in analyzer.items()})
