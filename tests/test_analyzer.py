@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
 from wan_t2i.demo.analyzer import analyze_image, attribute_matches, validate_analyzer
@@ -20,6 +21,7 @@ def degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
+@pytest.mark.slow
 def test_accuracy_on_clean_renders():
     accuracy = validate_analyzer(n=200)
     for name in NAMES:
@@ -29,6 +31,7 @@ def test_accuracy_on_clean_renders():
     assert accuracy["overall"] >= 0.95, accuracy
 
 
+@pytest.mark.slow
 def test_accuracy_on_degraded_renders():
     rng = np.random.default_rng(1)
     correct = dict.fromkeys(NAMES, 0)

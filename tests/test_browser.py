@@ -113,6 +113,7 @@ def url(tiny_pipe) -> Iterator[str]:
     demo.close()
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> None:
     # Without a Chromium this fails (NO_CHROMIUM says how to get one), never skips: a skipped UI test tests nothing.
@@ -137,6 +138,7 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
     print(f"screenshot: {tmp_path / 'compare.png'}")
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_page_opens_on_the_comparison_when_asked(tiny_pipe) -> None:
     """render_on_load (on for the embedded demo model): the first visit shows both images without a click."""

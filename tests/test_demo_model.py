@@ -29,6 +29,7 @@ def test_bundle_fits_a_space_without_lfs():
     assert (DEMO_MODEL_DIR / "training_curves.png").exists()
 
 
+@pytest.mark.slow
 def test_stock_diffusers_loads_and_runs_the_bundle():
     from diffusers import WanPipeline
 
@@ -47,6 +48,7 @@ def test_our_loader_reads_the_bundle_defaults(demo_pipe):
     assert d.guidance_scale == stored["guidance_scale"] and d.vocabulary_note
 
 
+@pytest.mark.slow
 def test_night_is_darker_than_noon_from_the_same_seed(demo_pipe):
     brightness = {}
     for time_of_day in ("noon", "night"):

@@ -39,6 +39,7 @@ def pipe(bundle: Path) -> WanPipeline:
     return pipe
 
 
+@pytest.mark.slow
 def test_both_losses_fall(log: dict) -> None:
     vae, student = np.asarray(log["vae"]["loss"]), np.asarray(log["student"]["loss"])
     assert len(vae) == TINY_RECIPE.vae_steps and len(student) == TINY_RECIPE.student_steps
