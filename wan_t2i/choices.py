@@ -6,6 +6,6 @@ names (tests/test_cli.py checks that they agree).
 """
 
 # the samplers `wan_t2i.samplers` implements
-SAMPLERS = ("flow_unipc", "flow_euler", "legacy_ddim")  # the samplers `wan_t2i.samplers` implements
+SAMPLERS = ("flow_unipc", "flow_dpmpp", "flow_euler", "flow_lcm", "legacy_ddim")
 PRESETS = ("default", "fastest", "low_memory", "fp8")  # the keys of `wan_t2i.performance.PRESETS`
 DTYPES = ("bf16", "fp16", "fp32")  # what `wan_t2i.loading.parse_dtype` reads (it also takes the long names)

@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from wan_t2i.app import SAMPLER_NOTES
 from wan_t2i.choices import DTYPES, PRESETS, SAMPLERS
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
@@ -67,7 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="default: random; the seed used is printed and stored in the PNG")
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
-    gen.add_argument("--sampler", choices=SAMPLERS, default="flow_unipc", help="default: flow_unipc (Wan's)")
+    gen.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="default: the model's (flow_unipc for Wan's). "
+        + "; ".join(f"{name}: {SAMPLER_NOTES[name]}" for name in SAMPLERS),
+    )
+    gen.add_argument(
+        "--timesteps",
+        help="explicit model timesteps, e.g. 1000,750,500,250 (strictly decreasing, 1 to 1000), for a student "
+        "distilled on a fixed list: they replace --num_inference_steps and --shift; 'none' turns off a model's own",
+    )
     gen.add_argument(
         "--compare",
         action="store_true",
@@ -117,6 +128,16 @@ def vocabulary_notice(pipe, prompt: str) -> str | None:
     return "\n".join(lines)
 
 
+def handover_note(diagnostics) -> str:
+    """Where a two-expert model (Wan2.2 A14B) handed over from its high- to its low-noise expert; shift moves it."""
+    i, t = diagnostics.expert_handover, diagnostics.t
+    if i == 0:
+        return f"experts: the low-noise expert ran all {len(t)} steps"
+    if i == len(t):
+        return f"experts: the high-noise expert ran all {len(t)} steps"
+    return f"experts: high-noise for steps 1-{i}, low-noise from step {i + 1} of {len(t)} (t {t[i - 1]} -> {t[i]})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output_path = Path(args.output_path)
@@ -146,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             performance=args.performance,
             gpu_memory_gb=args.gpu_memory_gb,
         )
+        samplers = [name or pipe.defaults.sampler for name in samplers]  # no --sampler: the model's default
         request = pipe.request(
             args.prompt,
             samplers=samplers,
@@ -153,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             negative_prompt=args.negative_prompt,
             steps=args.num_inference_steps,
             shift=args.shift,
+            timesteps=args.timesteps,
             guidance_scale=args.guidance_scale,
             guidance_scale_2=args.guidance_scale_2,
             seed=args.seed,
@@ -173,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, result in generation.results.items():
         save_png(result.image, paths[label], result.parameters)
         print(f"{label:>20}: {paths[label]}  {result.diagnostics.verdict}")
+        if result.diagnostics.expert_handover is not None:
+            print(f"{'':>20}  {handover_note(result.diagnostics)}")
     if len(generation.results) > 1:
         sheet_path = output_path.with_name(f"{output_path.stem}_side_by_side.png")
         common = {k: v for k, v in next(iter(generation.results.values())).parameters.items() if k != "sampler"}

@@ -25,6 +25,7 @@ class Diagnostics:
     expected_std: float = 1.0
     std_ratio: float = math.nan
     verdict: str = ""
+    expert_handover: int | None = None  # two-expert models: the first step on the low-noise expert (= steps: none)
     _steps: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def record_step(self, t: torch.Tensor, x: torch.Tensor, x0_pred: torch.Tensor) -> None:

@@ -55,6 +55,14 @@ class Generation:
         return {label: result.image for label, result in self.results.items()}
 
 
+def expert_handover(experts: Experts, timesteps: list[int]) -> int | None:
+    """The first step a two-expert model runs on its low-noise expert (len(timesteps): none); None for one expert."""
+    if experts.low is None:
+        return None
+    low = [experts.route(t, (1.0, 1.0))[0] is experts.low for t in timesteps]
+    return low.index(True) if True in low else len(timesteps)
+
+
 def clean_prompt(text: str) -> str:
     """Wan's whitespace cleaning (wan/modules/tokenizers.py): unescape HTML, collapse runs of whitespace."""
     return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
@@ -153,10 +161,11 @@ class WanT2IPipeline:
         encoded = self._clock()
 
         # 2. Draw the noise on the CPU from the seed, so that a seed gives the same image on every device.
-        noise = self.prepare_noise(request)
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        noise = self.prepare_noise(request, generator)
 
-        # 3. Denoise every branch in lock-step from that noise.
-        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress)
+        # 3. Denoise every branch in lock-step from that noise (flow_lcm's fresh noise continues the seeded stream).
+        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator)
         denoised = self._clock()
 
         # 4. Decode one frame per branch.
@@ -191,10 +200,13 @@ class WanT2IPipeline:
             self._text_cache.popitem(last=False)
         return embedding
 
-    def prepare_noise(self, request: GenerationRequest) -> torch.Tensor:
-        """The seeded starting noise (1, C, 1, H/8, W/8), drawn on the CPU and moved to the device."""
+    def prepare_noise(self, request: GenerationRequest, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The seeded starting noise (1, C, 1, H/8, W/8), drawn on the CPU (from `generator`, default: a new one from
+        the request's seed) and moved to the device."""
         shape = (1, self.z_dim, 1, request.height // self.vae_scale, request.width // self.vae_scale)  # (B, C, F, H, W)
-        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(request.seed)).to(self.device)
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(request.seed)
+        return torch.randn(shape, generator=generator).to(self.device)
 
     def denoise(
         self,
@@ -203,13 +215,18 @@ class WanT2IPipeline:
         cond: torch.Tensor,
         uncond: torch.Tensor | None,
         progress: Progress | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[list[torch.Tensor], list[Diagnostics]]:
-        """Every branch of `request` from `noise`; returns the final latents and the diagnostics per branch."""
+        """Every branch of `request` from `noise`; returns the final latents and the diagnostics per branch.
+
+        `generator` (CPU) seeds flow_lcm's fresh noise: each flow_lcm branch draws from its own copy of its state.
+        """
         diagnostics = [Diagnostics() for _ in request.samplers]
 
         def each_step(i: int, ts: list, xs: list, x0s: list) -> None:
             for k, diag in enumerate(diagnostics):
-                diag.record_step(ts[k], xs[k], x0s[k])
+                if xs[k] is not None:  # None once a branch has finished (every branch of a request has the same steps)
+                    diag.record_step(ts[k], xs[k], x0s[k])
             if progress is not None:
                 progress(i + 1, request.steps)
 
@@ -220,7 +237,9 @@ class WanT2IPipeline:
             samplers=request.samplers,
             steps=request.steps,
             shift=request.shift,
+            timesteps=[request.timesteps or None] * len(request.samplers),
             models=request.models,
+            generator=generator,
             callback=each_step,
         )
         return latents, diagnostics
@@ -252,13 +271,15 @@ class WanT2IPipeline:
         results = {}
         for i, (label, x, image, diag) in enumerate(zip(request.labels(), latents, images, diagnostics, strict=True)):
             parameters = request.branch(i).to_parameters(self.defaults.name)
+            diag.finish(x)
+            diag.expert_handover = expert_handover(self.experts[request.models[i]], diag.t)
             results[label] = SamplerResult(
                 label=label,
                 sampler=request.samplers[i],
                 model=request.models[i],
                 image=with_parameters(image, parameters),
                 latents=x.cpu(),
-                diagnostics=diag.finish(x),
+                diagnostics=diag,
                 seconds=share,
                 parameters=parameters,
             )

@@ -1,6 +1,8 @@
 """Evaluate the demo model: render held-out prompts with each sampler and score the attributes the prompts ask for.
 
     python -m wan_t2i.demo.evaluate --model wan_t2i/demo_model --out outputs/eval [--update-card]
+    python -m wan_t2i.demo.evaluate --out outputs/eval-4 --steps 4      # every sampler at a student's step count
+    python -m wan_t2i.demo.evaluate --out outputs/eval-list --timesteps 1000,750,500,250
 
 The scorer is `wan_t2i.demo.analyzer`, validated on ground-truth renders first (it must be >= 95% right on each
 attribute, or the evaluation refuses to run). Writes eval.json, eval.md (one table row per sampler) and
@@ -13,12 +15,14 @@ import argparse
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from wan_t2i.choices import PRESETS
 from wan_t2i.demo.analyzer import analyze_image, attribute_matches, validate_analyzer
 from wan_t2i.demo.scenes import held_out_prompts, requested_attributes
 from wan_t2i.loading import DEMO_MODEL_DIR
@@ -30,13 +34,15 @@ ATTRIBUTES = ("time_of_day", "mountains", "water", "clouds")
 MIN_ANALYZER_ACCURACY = 0.95
 
 
-def score_sampler_runs(pipe: WanT2IPipeline, prompts: list[str], seeds: list[int], **settings) -> dict:
-    """Render every prompt x seed with all samplers from shared noise; per sampler, attribute hits and latent stats."""
-    rows: dict[str, list[dict]] = {name: [] for name in SAMPLERS}
-    for prompt in tqdm(prompts, desc=f"{len(seeds)} seed(s) x {len(SAMPLERS)} samplers", unit="prompt"):
+def score_sampler_runs(
+    pipe: WanT2IPipeline, prompts: list[str], seeds: list[int], samplers: Sequence[str] = SAMPLERS, **settings
+) -> dict:
+    """Render every prompt x seed with each sampler from shared noise; per sampler, attribute hits and latent stats."""
+    rows: dict[str, list[dict]] = {name: [] for name in samplers}
+    for prompt in tqdm(prompts, desc=f"{len(seeds)} seed(s) x {len(samplers)} samplers", unit="prompt"):
         requested = requested_attributes(prompt)
         for seed in seeds:
-            generation = pipe.generate(prompt, samplers=list(SAMPLERS), seed=seed, **settings)
+            generation = pipe.generate(prompt, samplers=list(samplers), seed=seed, **settings)
             for name, result in generation.results.items():
                 matches = attribute_matches(requested, analyze_image(result.image))
                 rows[name].append(
@@ -45,6 +51,7 @@ def score_sampler_runs(pipe: WanT2IPipeline, prompts: list[str], seeds: list[int
                         "seed": seed,
                         "matches": matches,
                         "std_ratio": result.diagnostics.std_ratio,
+                        "final_std": result.diagnostics.final_std,
                         "seconds": result.seconds,
                     }
                 )
@@ -64,20 +71,28 @@ def summarize(rows: list[dict]) -> dict:
         "per_attribute": per_attribute,
         "all_correct": float(np.mean([all(row["matches"].values()) for row in rows])),
         "latent_std_ratio": float(np.median([row["std_ratio"] for row in rows])),
+        "final_latent_std": float(np.median([row["final_std"] for row in rows])),
         "images": len(rows),
     }
 
 
-def contact_sheet(pipe: WanT2IPipeline, prompts: list[str], seed: int, cell: int = 192, **settings) -> Image.Image:
+def contact_sheet(
+    pipe: WanT2IPipeline,
+    prompts: list[str],
+    seed: int,
+    cell: int = 192,
+    samplers: Sequence[str] = SAMPLERS,
+    **settings,
+) -> Image.Image:
     """Prompts down, samplers across, all from one seed."""
     label_w, header_h = 260, 28
-    sheet = Image.new("RGB", (label_w + cell * len(SAMPLERS), header_h + cell * len(prompts)), "white")
+    sheet = Image.new("RGB", (label_w + cell * len(samplers), header_h + cell * len(prompts)), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=13)
-    for j, name in enumerate(SAMPLERS):
+    for j, name in enumerate(samplers):
         draw.text((label_w + j * cell + 6, header_h // 2), name, fill="black", font=font, anchor="lm")
     for i, prompt in enumerate(prompts):
-        generation = pipe.generate(prompt, samplers=list(SAMPLERS), seed=seed, **settings)
+        generation = pipe.generate(prompt, samplers=list(samplers), seed=seed, **settings)
         y = header_h + i * cell
         draw.multiline_text((6, y + 6), _wrap(prompt, 34), fill="black", font=font)
         for j, result in enumerate(generation.results.values()):
@@ -97,9 +112,10 @@ def _wrap(text: str, width: int) -> str:
 
 
 def markdown_table(summary: dict, analyzer: dict, settings: dict, seeds: list[int], n_prompts: int) -> str:
+    grid = f"timesteps {settings['timesteps']}" if settings.get("timesteps") else f"{settings['steps']} steps"
     lines = [
         f"Held-out attribute combinations never seen in training: {n_prompts} prompts x {len(seeds)} seeds, "
-        f"{settings['steps']} steps, shift {settings['shift']}, guidance {settings['guidance_scale']}; all samplers "
+        f"{grid}, shift {settings['shift']}, guidance {settings['guidance_scale']}; all samplers "
         "start from the same noise. Scored by `wan_t2i.demo.analyzer`, which is "
         f"{100 * min(analyzer.values()):.1f}% right or better on every attribute of ground-truth renders.",
         "",
@@ -134,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(DEMO_MODEL_DIR), help="the demo bundle (Diffusers layout)")
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--device")
+    parser.add_argument("--performance", choices=PRESETS, default="default", help="wan_t2i.performance preset")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--shift", type=float, default=5.0)
     parser.add_argument("--guidance", type=float, help="default: the model's own (wan_t2i.json)")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated (default: every sampler)")
+    parser.add_argument("--timesteps", help="explicit model timesteps for every flow sampler, e.g. 1000,750,500,250")
     parser.add_argument("--analyzer-samples", type=int, default=400)
     parser.add_argument("--update-card", action="store_true", help="write the table into the bundle's README.md")
     args = parser.parse_args(argv)
@@ -152,25 +171,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the analyzer is below {100 * MIN_ANALYZER_ACCURACY:.0f}% on ground truth; scores would mislead")
         return 1
 
-    pipe = WanT2IPipeline.from_pretrained(teacher_path=args.model, device=args.device)
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=args.model, device=args.device, performance=args.performance)
     guidance = args.guidance if args.guidance is not None else pipe.defaults.guidance_scale
-    settings = {"steps": args.steps, "shift": args.shift, "guidance_scale": guidance}
+    samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
+    settings = {"steps": args.steps, "shift": args.shift, "guidance_scale": guidance, "timesteps": args.timesteps}
     prompts, seeds = held_out_prompts(), list(range(args.seeds))
     start = time.perf_counter()
-    rows = score_sampler_runs(pipe, prompts, seeds, **settings)
+    rows = score_sampler_runs(pipe, prompts, seeds, samplers, **settings)
     summary = {name: summarize(r) for name, r in rows.items()}
-    originals = score_sampler_runs(pipe, list(ORIGINAL_PROMPTS), seeds, **settings)
-    print(f"rendered {len(prompts) * len(seeds)} x {len(SAMPLERS)} images in {time.perf_counter() - start:.1f} s")
+    originals = score_sampler_runs(pipe, list(ORIGINAL_PROMPTS), seeds, samplers, **settings)
+    print(f"rendered {len(prompts) * len(seeds)} x {len(samplers)} images in {time.perf_counter() - start:.1f} s")
 
     table = markdown_table(summary, analyzer, settings, seeds, len(prompts))
     original_lines = [
         f"- {name}: " + "; ".join(f"'{p}' {_hit_rate(originals[name], p)}" for p in ORIGINAL_PROMPTS)
-        for name in SAMPLERS
+        for name in samplers
     ]
     evaluation_md = table + "\n\nThe two original prompts (requested attributes found, over seeds):\n\n"
     evaluation_md += "\n".join(original_lines)
     print(evaluation_md)
-    sheet = contact_sheet(pipe, [*ORIGINAL_PROMPTS, *prompts[::3]], seed=0, **settings)
+    sheet = contact_sheet(pipe, [*ORIGINAL_PROMPTS, *prompts[::3]], seed=0, samplers=samplers, **settings)
     sheet.save(out / "contact_sheet.png")
     (out / "eval.md").write_text(evaluation_md + "\n")
     report = {"analyzer": analyzer, "settings": settings, "seeds": seeds, "summary": summary, "rows": rows}
