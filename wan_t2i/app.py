@@ -24,20 +24,29 @@ if TYPE_CHECKING:
 
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import Generation, WanT2IPipeline
+    from wan_t2i.request import Limits
 
 DEFAULT_A, DEFAULT_B = "legacy_ddim", "flow_unipc"
-MAX_STEPS_UI = 100  # the slider's range; the API accepts what the pipeline accepts (1..1000)
+MAX_STEPS_UI = 100  # the slider's range (request.PUBLIC_STEPS); the API accepts 1..1000 within the work budget
 MAX_SHIFT_UI = 20.0
 SERIES_COLORS = ("#dc2626", "#2563eb")  # A red, B blue, in the plot
 BAND_COLOR = "#9ca3af"
 IMAGE_HEIGHT = 360  # pixels on the page; the images themselves keep the size they were rendered at
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away with "queue full" rather than waiting minutes
 GPU_LOCK = "gpu"  # one concurrency group for every event that samples: one GPU, one generation at a time
+# What the app keeps on disk: Gradio writes every image it serves to its cache; each is deleted once it is an hour
+# old (checked every 10 minutes), and all of them when the server stops. docs/reliability.md has the sizes.
+KEEP_OUTPUTS_SECONDS = 3600
+CACHE_CLEANUP_SECONDS = 600
+MAX_UPLOAD = "1mb"  # no input takes a file; Gradio's upload route is there all the same
+OPENING_SEED = 0  # the seed of the comparison rendered once at start-up with render_on_load
 EXAMPLES = ["A serene lake at sunset", "A beautiful mountain landscape", "Snowy mountains at dawn"]
-SAMPLER_NOTES = {
+SAMPLER_NOTES = {  # one line per sampler: what it is for (docs/samplers.md has the table)
     "legacy_ddim": "the original loop (reads velocity as noise)",
-    "flow_unipc": "Wan's flow UniPC",
-    "flow_euler": "flow Euler",
+    "flow_unipc": "Wan's flow UniPC (its default)",
+    "flow_dpmpp": "Wan's second solver (dpm++)",
+    "flow_euler": "flow Euler (first order)",
+    "flow_lcm": "few-step students (LCM: fresh noise each step)",
 }
 
 DESCRIPTION = """\
@@ -57,12 +66,20 @@ def resolution_choices(pipe: WanT2IPipeline) -> list[tuple[str, str]]:
     return [(f"{w} × {h}", f"{w}x{h}") for h, w in sizes]
 
 
-def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blocks:
+def create_demo(
+    pipe: WanT2IPipeline,
+    *,
+    render_on_load: bool = False,
+    limits: Limits | None = None,
+    keep_outputs_seconds: int = KEEP_OUTPUTS_SECONDS,
+) -> gr.Blocks:
     """The whole UI and its two API endpoints (`/generate`, `/compare`) around one loaded pipeline.
 
-    `render_on_load` fills in the first example prompt and renders the comparison as each page opens, so a visitor
-    sees the story at once; meant for small models (the embedded demo model: about 1.3 s on a CPU), not for GPUs
-    shared by many visitors.
+    `render_on_load` renders the first example's comparison once, here, and shows it to every page that opens, so a
+    visitor sees the story at once without a render in the shared queue; meant for small models (the embedded demo
+    model: about 2 s on a CPU). `limits` are the public limits of each request (default: the model's,
+    `Limits.for_model`); `keep_outputs_seconds` how long served images stay on disk. `demo.launch_args` holds what
+    `launch` needs to guard the server (body and upload limits): `demo.launch(**demo.launch_args)`.
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
@@ -72,7 +89,7 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
 
     d = pipe.defaults
     has_teacher = pipe.components.has_teacher
-    handler = Handler(pipe)
+    handler = Handler(pipe, limits, pair=(DEFAULT_A, DEFAULT_B))
 
     def show(generation: Generation, values: dict[str, Any]) -> tuple:
         """The page's outputs: both images (A hidden when alone), the slider, the seed, the plot and the summary."""
@@ -93,7 +110,8 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
             summary(generation, labels),
         )
 
-    with gr.Blocks(title="wan-t2i: DDIM vs flow matching") as demo:
+    cleanup = (min(CACHE_CLEANUP_SECONDS, keep_outputs_seconds), keep_outputs_seconds)  # (every, age) seconds
+    with gr.Blocks(title="wan-t2i: DDIM vs flow matching", delete_cache=cleanup) as demo:
         gr.Markdown(DESCRIPTION)
         if d.vocabulary_note:
             gr.Markdown(f"**{d.name}** · {d.vocabulary_note}", elem_id="vocabulary-note")
@@ -125,6 +143,11 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
                 randomize_seed = gr.Checkbox(value=True, label="Randomize seed", elem_id="randomize-seed")
                 choices = resolution_choices(pipe)
                 resolution = gr.Dropdown(choices, value=choices[0][1], label="Resolution (width × height)")
+            timesteps = gr.Textbox(
+                label="Timesteps", value=",".join(map(str, d.timesteps or ())), placeholder="1000,750,500,250",
+                info="explicit model timesteps for few-step students: they replace steps and shift; empty: none",
+                elem_id="timesteps",
+            )  # fmt: skip
         with gr.Row(equal_height=True):
             image_a = gr.Image(
                 label="A", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-a"
@@ -143,20 +166,28 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
             summary_box = gr.Markdown(elem_id="summary")
         gr.Examples([[text] for text in EXAMPLES], inputs=[prompt])
 
-        # The page's own event: Enter in the prompt or the button (and the page opening, with render_on_load).
+        # The page's own event: Enter in the prompt or the button. Values reach the handler as sent (preprocess off),
+        # so that it, not a widget's conversion, judges each one (a prompt sent as a number is refused, not str()ed).
         form = dict(
             prompt=prompt, negative_prompt=negative_prompt, side_by_side=side_by_side, sampler_a=sampler_a,
             sampler_b=sampler_b, model_a=model_a, model_b=model_b, steps=steps, shift=shift,
             guidance_scale=guidance_scale, seed=seed, randomize_seed=randomize_seed, resolution=resolution,
+            timesteps=timesteps,
         )  # fmt: skip
+        outputs = [image_a, image_b, slider, seed, plot, summary_box]
         gr.on(
-            [prompt.submit, button.click] + ([demo.load] if render_on_load else []),
-            handler.endpoint(show),
+            [prompt.submit, button.click],
+            handler.endpoint(show, form, len(outputs)),
             inputs_kwargs=form,
-            outputs=[image_a, image_b, slider, seed, plot, summary_box],
+            outputs=outputs,
             concurrency_id=GPU_LOCK,
             api_visibility="private",
+            preprocess=False,
         )
+        if render_on_load:  # rendered once now; each page view only shows it, outside the queue
+            values = dict(prompt=EXAMPLES[0], sampler_a=DEFAULT_A, sampler_b=DEFAULT_B, seed=OPENING_SEED)
+            opening = pipe.generate(handler.request(values))
+            demo.load(lambda: show(opening, values), outputs=outputs, queue=False, api_visibility="private")
         side_a = [image_a, slider, sampler_a] + ([model_a] if has_teacher else [])
         side_by_side.change(
             lambda on: [gr.update(visible=on)] * len(side_a),
@@ -167,7 +198,25 @@ def create_demo(pipe: WanT2IPipeline, *, render_on_load: bool = False) -> gr.Blo
         )
         api_endpoints(handler, d)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.launch_args = server_guards(demo)
     return demo
+
+
+def server_guards(demo: gr.Blocks) -> dict[str, Any]:
+    """`launch` arguments that guard the server: bodies over serving.MAX_BODY_BYTES refused before they are read,
+    left-out trailing API inputs filled in as defaults, uploads limited (the app takes no file)."""
+    from starlette.middleware import Middleware
+
+    from wan_t2i.serving import BodyLimit, OmittedInputs
+
+    inputs = {}  # api_name and fn_index of each sampling event -> its number of inputs
+    for fn_index, fn in demo.fns.items():
+        if fn.concurrency_id == GPU_LOCK:
+            inputs[fn_index] = len(fn.inputs)
+            if fn.api_name:
+                inputs[fn.api_name] = len(fn.inputs)
+    middleware = [Middleware(BodyLimit), Middleware(OmittedInputs, inputs=inputs)]  # the first runs first
+    return dict(max_file_size=MAX_UPLOAD, app_kwargs={"middleware": middleware})
 
 
 def api_endpoints(handler: Handler, d: Any) -> None:
@@ -190,8 +239,8 @@ def api_endpoints(handler: Handler, d: Any) -> None:
             steps=gr.Number(value=d.steps, label="steps"),
             shift=gr.Number(value=d.shift, label="shift"),
             guidance_scale=gr.Number(value=d.guidance_scale, label="guidance_scale"),
-            seed=gr.Number(value=0, label="seed"),
-            randomize_seed=gr.Checkbox(value=True, label="randomize_seed"),
+            seed=gr.Number(value=None, label="seed"),  # given, it is used; left out, one is drawn
+            randomize_seed=gr.Checkbox(value=False, label="randomize_seed"),  # true: draw one even if a seed is given
             height=gr.Number(value=d.height, label="height"),
             width=gr.Number(value=d.width, label="width"),
         )
@@ -199,32 +248,39 @@ def api_endpoints(handler: Handler, d: Any) -> None:
         seed_used, details_json = gr.Number(precision=0, label="seed_used"), gr.JSON(label="details")
     common = {k: field[k] for k in ("steps", "shift", "guidance_scale", "seed", "randomize_seed", "height", "width")}
     text = {k: field[k] for k in ("prompt", "negative_prompt")}
+
+    def shape(generation: Generation, _: dict) -> tuple:
+        return (*(r.image for r in generation.results.values()), generation.seed, details(generation))
+
+    generate = text | {"sampler": field["sampler_b"], "model": field["model"]} | common
+    pair = {"sampler_a": field["sampler_a"], "sampler_b": field["sampler_b"], "model_a": field["model"]}
+    compare = text | pair | {"model_b": field["model"]} | common
     gr.on(
         [],
-        handler.endpoint(lambda g, _: (*(r.image for r in g.results.values()), g.seed, details(g))),
-        inputs_kwargs=text | {"sampler": field["sampler_b"], "model": field["model"]} | common,
+        handler.endpoint(shape, generate, 3),
+        inputs_kwargs=generate,
         outputs=[images[0], seed_used, details_json],
         api_name="generate",
         concurrency_id=GPU_LOCK,
+        preprocess=False,
     )
     gr.on(
         [],
-        handler.endpoint(lambda g, _: (*(r.image for r in g.results.values()), g.seed, details(g))),
-        inputs_kwargs=text
-        | {k: field[k] for k in ("sampler_a", "sampler_b")}
-        | {"model_a": field["model"], "model_b": field["model"]}
-        | common,
+        handler.endpoint(shape, compare, 4),
+        inputs_kwargs=compare,
         outputs=[images[1], images[2], seed_used, details_json],
         api_name="compare",
         concurrency_id=GPU_LOCK,
+        preprocess=False,
     )
 
 
 ENVIRONMENT = """\
 Each flag defaults to an environment variable (a Space sets them under Settings -> Variables):
   WAN_T2I_MODEL_PATH, WAN_T2I_TEACHER_PATH, WAN_T2I_DEVICE, WAN_T2I_DTYPE, WAN_T2I_WITH_TEACHER (1/true/yes),
-  WAN_T2I_PERFORMANCE, WAN_T2I_GPU_MEMORY_GB, WAN_T2I_RENDER_ON_LOAD; Gradio's own GRADIO_SERVER_NAME and
-  GRADIO_SERVER_PORT. With none set, the embedded demo model is served.
+  WAN_T2I_PERFORMANCE, WAN_T2I_GPU_MEMORY_GB, WAN_T2I_RENDER_ON_LOAD, WAN_T2I_MAX_WORK,
+  WAN_T2I_MAX_RENDER_SECONDS, WAN_T2I_KEEP_OUTPUTS_SECONDS; Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
+  With none set, the embedded demo model is served.
 """
 
 
@@ -276,6 +332,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env("WAN_T2I_RENDER_ON_LOAD", "auto"),
         help="render the first example as each page opens; auto: only for the embedded demo model",
     )
+    limits = parser.add_argument_group("public limits (docs/reliability.md)")
+    limits.add_argument(
+        "--max_work",
+        type=float,
+        default=env("WAN_T2I_MAX_WORK"),
+        help="megapixel-steps one request may ask for, steps x samplers x pixels / 1e6 (default: the model's "
+        "public_max_work, else what the page can ask: 100 steps of 2 samplers at the largest preset)",
+    )
+    limits.add_argument(
+        "--max_render_seconds",
+        type=float,
+        default=env("WAN_T2I_MAX_RENDER_SECONDS"),
+        help="wall clock of one render, after which it stops at its next step (default: 300)",
+    )
+    limits.add_argument(
+        "--keep_outputs_seconds",
+        type=int,
+        default=env("WAN_T2I_KEEP_OUTPUTS_SECONDS", KEEP_OUTPUTS_SECONDS),
+        help=f"how long served images stay on disk (default: {KEEP_OUTPUTS_SECONDS})",
+    )
     parser.add_argument("--server_name", default=None, help="default: 127.0.0.1 (GRADIO_SERVER_NAME overrides)")
     parser.add_argument("--server_port", type=int, default=None, help="default: 7860 (GRADIO_SERVER_PORT overrides)")
     args = parser.parse_args(argv)
@@ -305,16 +381,22 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
 def build(argv: Sequence[str] | None = None) -> gr.Blocks:
     """Parse the flags, load the pipeline once and create the demo around it; exits with a message on bad flags."""
     args = parse_args(argv)
+    from wan_t2i.request import Limits
+
     try:
         pipe = load_pipeline(args)
+        limits = Limits.for_model(pipe.defaults, max_work=args.max_work, max_seconds=args.max_render_seconds)
     except ValueError as error:  # ModelLoadError (a path, device or dtype), or settings that do not fit
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         sys.exit(2)
     embedded = args.model_path is None and args.teacher_path is None
     demo = create_demo(
-        pipe, render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded)
+        pipe,
+        render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded),
+        limits=limits,
+        keep_outputs_seconds=args.keep_outputs_seconds,
     )
-    demo.launch_args = dict(server_name=args.server_name, server_port=args.server_port)
+    demo.launch_args |= dict(server_name=args.server_name, server_port=args.server_port)
     return demo
 
 

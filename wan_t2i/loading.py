@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -14,6 +14,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderMode
 from wan_t2i import native
 from wan_t2i.choices import DTYPES
 from wan_t2i.constants import BOUNDARY_RATIO, DEFAULT_GUIDANCE_SCALE, DEFAULT_SHIFT, WAN_NEGATIVE_PROMPT
+from wan_t2i.samplers import check_sampler
+from wan_t2i.schedules import check_timesteps
+from wan_t2i.values import is_finite_number, is_integer
 
 # The embedded demo model ships inside the package (package data), so an installed wan-t2i finds it from any directory.
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -37,11 +40,105 @@ class ModelLoadError(ValueError):
     """A model path, Hub id or checkpoint that cannot be used, with what to do about it."""
 
 
+# Config sanity: the sizes a config.json may ask for, checked before a model is built from it. Each is an integer from
+# 1 to a bound far above any Wan model (Wan 2.1 14B: 40 layers, dim 5120, ffn 13824): a `num_layers` of 1e7 would
+# otherwise build ten million blocks, gigabytes of Python objects even on the meta device, before a weight is read.
+TRANSFORMER_SIZES = {  # diffusers' WanTransformer3DModel
+    "num_layers": 256, "num_attention_heads": 1024, "attention_head_dim": 1024, "in_channels": 1024,
+    "out_channels": 1024, "text_dim": 65536, "freq_dim": 65536, "ffn_dim": 1 << 20, "rope_max_seq_len": 1 << 20,
+    "patch_size": 64,
+}  # fmt: skip
+NATIVE_TRANSFORMER_SIZES = {  # Wan's own WanModel config.json
+    "num_layers": 256, "num_heads": 1024, "dim": 1 << 18, "ffn_dim": 1 << 20, "in_dim": 1024, "out_dim": 1024,
+    "text_dim": 65536, "freq_dim": 65536, "text_len": 65536, "patch_size": 64,
+}  # fmt: skip
+VAE_SIZES = {"base_dim": 4096, "z_dim": 1024, "num_res_blocks": 64, "dim_mult": 64}  # AutoencoderKLWan
+TEXT_ENCODER_SIZES = {  # transformers' UMT5EncoderModel
+    "d_model": 65536, "d_ff": 1 << 20, "d_kv": 4096, "num_layers": 256, "num_heads": 1024, "vocab_size": 1 << 22,
+    "relative_attention_num_buckets": 4096, "relative_attention_max_distance": 1 << 20,
+}  # fmt: skip
+
+
+def read_config(path: Path) -> dict:
+    """A JSON object from `path`; ModelLoadError naming the file if it is unreadable, not JSON, or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"cannot read {path}: {error}") from error
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}") from error
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object {{...}}, got {type(value).__name__}")
+    return value
+
+
+def check_config(path: Path, sizes: dict[str, int]) -> dict:
+    """The config at `path`, after checking that each size it sets is an integer (or a list of them) in 1..bound.
+
+    Raises ModelLoadError naming the file, the key and the bound, before anything is allocated.
+    """
+    config = read_config(path)
+    for key, bound in sizes.items():
+        value = config.get(key)
+        if value is None:  # absent, or null where the class allows it (image_dim, added_kv_proj_dim)
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ModelLoadError(f"{path}: {key} must be an integer (or a list of them), got {value!r}")
+            if not 1 <= item <= bound:
+                raise ModelLoadError(f"{path}: {key} {item} is outside 1..{bound}: a damaged file, or not a Wan config")
+    return config
+
+
+def check_native_configs(folder: Path) -> None:
+    """Check the config.json of a native Wan transformer (and of each Wan 2.2 expert folder) where present."""
+    for config in (
+        folder / "config.json",
+        *(folder / name / "config.json" for name in (native.HIGH_NOISE_FOLDER, native.LOW_NOISE_FOLDER)),
+    ):
+        if config.is_file():
+            check_config(config, NATIVE_TRANSFORMER_SIZES)
+
+
+def _is_sizes(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(size, list) and len(size) == 2 and all(map(is_integer, size)) for size in value
+    )
+
+
+def check_defaults_types(values: dict, path: Path) -> None:
+    """ModelLoadError naming `path` for a ModelDefaults field of the wrong JSON type (`"steps": "many"`)."""
+    kinds = {
+        "int": (is_integer, "an integer"),
+        "float": (is_finite_number, "a number"),
+        "str": (lambda v: isinstance(v, str), "text"),
+        "dict": (lambda v: isinstance(v, dict), "a JSON object"),
+        "tuple[int, ...]": (lambda v: isinstance(v, list) and all(map(is_integer, v)), "a list of integers"),
+        "tuple[tuple[int, int], ...]": (_is_sizes, "a list of [height, width] pairs of integers"),
+    }
+    for f in fields(ModelDefaults):
+        if f.name not in values:
+            continue
+        value, kind = values[f.name], str(f.type).removesuffix(" | None")
+        if (value is None and str(f.type).endswith("| None")) or kind not in kinds:
+            continue
+        accepts, what = kinds[kind]
+        if not accepts(value):
+            raise ModelLoadError(f"{path}: {f.name} must be {what}, got {value!r}")
+
+
+# Wan2.2 wan/configs/wan_t2v_A14B.py: sample_steps = 40, sample_guide_scale = (3.0, 4.0) for the (low-noise,
+# high-noise) expert, boundary = 0.875 (constants.BOUNDARY_RATIO). Its sample_shift = 12.0 is for 81-frame video; a
+# single frame keeps the shift 5 of Wan2.1's t2i-14B (DEFAULT_SHIFT), as the seed story does.
+WAN22_A14B_DEFAULTS = {"steps": 40, "guidance_scale": 4.0, "guidance_scale_2": 3.0}
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """Generation defaults of one model; a bundle overrides them in `wan_t2i.json`."""
 
     name: str = "Wan model"
+    sampler: str = "flow_unipc"  # Wan's default solver (generate.py `--sample_solver unipc`); a student's may differ
     steps: int = 50  # Wan2.1 generate.py, t2i-14B
     shift: float = DEFAULT_SHIFT
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE  # the only expert, or the high-noise expert of a two-expert model
@@ -53,6 +150,12 @@ class ModelDefaults:
     min_side: int = 128
     max_side: int = 2048
     vocabulary_note: str | None = None  # for small models that understand a fixed vocabulary
+    # What a public app accepts from one request (wan_t2i.request.Limits); the library accepts the ranges above.
+    public_max_side: int | None = None  # pixels per side; None: the longest side of `resolutions`
+    public_max_work: float | None = None  # megapixel-steps (steps x branches x pixels); None: what the page can ask
+    # A few-step student's fixed model timesteps (e.g. (1000, 750, 500, 250)); steps is then their count. Requests
+    # that keep the default steps and shift sample on them (wan_t2i.request.ModelSpec.request).
+    timesteps: tuple[int, ...] | None = None
     latent_rgb: dict | None = None  # the VAE's latent -> RGB preview map (wan_t2i.previews.LatentRGB.to_dict())
 
     @classmethod
@@ -60,12 +163,32 @@ class ModelDefaults:
         """Defaults for the model in `folder`: its `wan_t2i.json` where present, then `overrides`."""
         values: dict = {}
         if folder is not None and (folder / DEFAULTS_FILE).is_file():
-            values = json.loads((folder / DEFAULTS_FILE).read_text())
+            values = read_config(folder / DEFAULTS_FILE)
+            check_defaults_types(values, folder / DEFAULTS_FILE)
+        if values.get("timesteps"):  # a fixed list sets the step count, whatever the overrides say
+            values.setdefault("steps", len(values["timesteps"]))
+        if "guidance_scale" in values:  # a bundle's own guidance applies to both experts unless it sets the second
+            overrides.pop("guidance_scale_2", None)
         values |= {k: v for k, v in overrides.items() if v is not None and k not in values}
         known = {f.name for f in fields(cls)}
         if "resolutions" in values:
             values["resolutions"] = tuple(tuple(r) for r in values["resolutions"])
+        if values.get("timesteps") is not None:
+            values["timesteps"] = tuple(values["timesteps"]) or None
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def __post_init__(self) -> None:
+        try:
+            check_sampler(self.sampler)
+            if self.timesteps is not None:
+                check_timesteps(self.timesteps)
+        except ValueError as error:
+            raise ValueError(f"the defaults of {self.name} ({DEFAULTS_FILE}): {error}") from None
+        if self.timesteps is not None and self.steps != len(self.timesteps):
+            raise ValueError(
+                f"the defaults of {self.name} ({DEFAULTS_FILE}) set {len(self.timesteps)} timesteps and steps "
+                f"{self.steps}: set steps to {len(self.timesteps)} or leave it out"
+            )
 
 
 @dataclass
@@ -205,11 +328,12 @@ def load_transformer(path: Path, *, dtype: torch.dtype, device: torch.device) ->
         raise ModelLoadError(
             f"{path} holds no transformer: expected config.json with diffusion_pytorch_model*.safetensors"
         )
+    check_config(root / "config.json", TRANSFORMER_SIZES)
     try:
         model = WanTransformer3DModel.from_pretrained(
             path, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:  # TypeError: a config value of a type the class cannot take
         raise ModelLoadError(f"cannot load the transformer in {root}: {error}") from error
     return freeze(model).to(device)
 
@@ -246,9 +370,7 @@ def load_components(
     place = torch.device("cpu") if offload else device  # where the large modules live between uses
     if teacher_path is None:
         if model_path is not None:
-            raise ModelLoadError(
-                "model_path needs teacher_path: the student uses its teacher's VAE and text encoder"
-            )
+            raise ModelLoadError("model_path needs teacher_path: the student uses its teacher's VAE and text encoder")
         if not (DEMO_MODEL_DIR / "model_index.json").exists():
             raise ModelLoadError(
                 f"the embedded demo model is missing from {DEMO_MODEL_DIR}; pass teacher_path, or rebuild it with "
@@ -262,6 +384,7 @@ def load_components(
     teacher = resolve_folder(teacher_path, allow_patterns=patterns)
     layout = _layout(teacher)
     if layout == "native":
+        check_native_configs(teacher)
         parts = _load(
             native.load_native_teacher,
             teacher,
@@ -286,7 +409,8 @@ def load_components(
             _check_compatible(expert, vae, text_encoder, what="the teacher's transformer")
     teacher_boundary = parts["boundary_ratio"] if experts[1] is not None else None
     common = dict(vae=vae, text_encoder=text_encoder, tokenizer=parts["tokenizer"], device=device)
-    defaults = ModelDefaults.read(teacher, name=_model_name(teacher_path))
+    wan_defaults = WAN22_A14B_DEFAULTS if parts["boundary_ratio"] is not None else {}  # else Wan2.1's, the dataclass's
+    defaults = ModelDefaults.read(teacher, name=_model_name(teacher_path), **wan_defaults)
     if model_path is None:
         return WanComponents(
             transformer=experts[0],
@@ -295,11 +419,12 @@ def load_components(
             defaults=defaults,
             **common,
         )
-    student = load_student(resolve_folder(model_path), dtype=dtype, device=place)
+    student_folder = resolve_folder(model_path)
+    student = load_student(student_folder, dtype=dtype, device=place)
     _check_compatible(student, vae, text_encoder, what="the student")
     return WanComponents(
         transformer=student,
-        defaults=replace(defaults, name=_model_name(model_path)),
+        defaults=ModelDefaults.read(student_folder, **asdict(defaults) | {"name": _model_name(model_path)}),
         teacher_transformer=experts[0] if with_teacher else None,
         teacher_transformer_2=experts[1] if with_teacher else None,
         teacher_boundary_ratio=teacher_boundary if with_teacher else None,
@@ -312,14 +437,16 @@ def load_diffusers_teacher(
 ) -> dict:
     """The parts of a Diffusers-layout Wan folder, named as diffusers' WanPipeline names them."""
     check_diffusers_folder(folder, need_transformer=with_transformers)
-    index = json.loads((folder / "model_index.json").read_text())
+    index = read_config(folder / "model_index.json")
+    check_config(folder / "vae" / "config.json", VAE_SIZES)
+    check_config(folder / "text_encoder" / "config.json", TEXT_ENCODER_SIZES)
     try:
         vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype, use_safetensors=True)
         text_encoder = UMT5EncoderModel.from_pretrained(
             folder, subfolder="text_encoder", dtype=dtype, use_safetensors=True
         )
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:  # TypeError: a config value of a type the class cannot take
         raise ModelLoadError(f"cannot load the VAE / text encoder / tokenizer of {folder}: {error}") from error
     transformer = transformer_2 = None
     if with_transformers:
@@ -342,6 +469,7 @@ def load_student(path: Path, *, dtype: torch.dtype, device: torch.device) -> Wan
     layout = _layout(path)
     if layout in ("transformer-diffusers", "diffusers"):
         return load_transformer(path, dtype=dtype, device=device)
+    check_native_configs(path)
     return freeze(_load(native.load_native_transformer, path, device=device, dtype=dtype))
 
 

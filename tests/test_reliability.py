@@ -1,0 +1,380 @@
+"""The app as a public Space meets it: stoppable renders, bounded work, bounded disk and bodies, one-line errors.
+
+Each test launches the app on a tiny random Wan model on 127.0.0.1 and talks to it over HTTP (gradio_client, or
+raw requests where a client would not send what is tested). `Recorder` watches the real pipeline's renders: when each
+started and ended, its steps, and how many ran at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from conftest import free_port
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+import wan_t2i.app
+from wan_t2i.images import read_parameters
+from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.request import GenerationRequest, Limits
+
+PROMPT = "A serene lake at sunset"
+LONG = dict(steps=1000, height=128, width=128, seed=3)  # about 25 s on the tiny model: always stopped mid-way
+WIDE_LIMITS = Limits(max_side=128, max_work=100.0, max_seconds=120.0)
+
+
+class Recorder:
+    """Wraps a pipeline's `generate` (the real one runs) to record each render and how many run at once."""
+
+    def __init__(self, pipe: WanT2IPipeline):
+        self.renders: list[dict] = []
+        self.active = self.peak = 0
+        self._lock = threading.Lock()
+        self._generate = pipe.generate
+        pipe.generate = self.generate
+
+    def generate(self, request, /, *, progress=None, **settings):
+        render = {"start": time.monotonic(), "steps": [], "total": None, "end": None, "error": None}
+        with self._lock:
+            self.renders.append(render)
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+        def step(i: int, total: int) -> None:
+            render["steps"].append(time.monotonic())
+            render["total"] = total
+            if progress is not None:
+                progress(i, total)
+
+        try:
+            return self._generate(request, progress=step, **settings)
+        except BaseException as error:
+            render["error"] = type(error).__name__
+            raise
+        finally:
+            render["end"] = time.monotonic()
+            with self._lock:
+                self.active -= 1
+
+    def wait_for_steps(self, n: int = 3, timeout: float = 30) -> dict:
+        """The newest render, once it has taken `n` steps."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.renders and len(self.renders[-1]["steps"]) >= n:
+                return self.renders[-1]
+            time.sleep(0.01)
+        raise AssertionError(f"no render reached {n} steps in {timeout} s")
+
+    def wait_until_idle(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not self.active, "a render is still running"
+
+
+def step_seconds(render: dict) -> float:
+    """The longest step of a render (its first steps included)."""
+    times = [render["start"], *render["steps"]]
+    return max(b - a for a, b in zip(times[:-1], times[1:], strict=True))
+
+
+def launch(pipe: WanT2IPipeline, **options) -> tuple:
+    demo = app.create_demo(pipe, **options)
+    _, url, _ = demo.launch(
+        **demo.launch_args, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_wan_dir: Path) -> WanT2IPipeline:
+    """A pipeline of its own, so that the Recorder watches only this module's renders."""
+    return WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def recorder(pipe: WanT2IPipeline) -> Recorder:
+    return Recorder(pipe)
+
+
+@pytest.fixture(scope="module")
+def url(pipe: WanT2IPipeline, recorder: Recorder) -> Iterator[str]:
+    demo, url = launch(pipe, limits=WIDE_LIMITS)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def raw_call(url: str, api_name: str, body: bytes | dict, timeout: float = 60) -> tuple[str, object]:
+    """POST /gradio_api/call/<api_name>, then read its event stream: ("complete" or "error", data)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with httpx.Client(base_url=url + "gradio_api/", timeout=timeout) as http:
+        response = http.post(f"call/{api_name}", content=content, headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        stream = http.get(f"call/{api_name}/{response.json()['event_id']}").text
+    events = [block.split("\n") for block in stream.strip().split("\n\n")]
+    final = [(e[0].removeprefix("event: "), json.loads(e[1].removeprefix("data: "))) for e in events if len(e) == 2]
+    return [f for f in final if f[0] in ("complete", "error")][-1]
+
+
+# 1. Cancel and disconnect stop a render within a step; nothing ever renders beside the one slot ------------------
+@pytest.mark.slow
+def test_submit_cancel_submit_never_runs_two_renders(client: Client, recorder: Recorder) -> None:
+    first = len(recorder.renders)
+    for _ in range(3):
+        job = client.submit(PROMPT, **LONG, api_name="/generate")
+        render = recorder.wait_for_steps()
+        cancelled = time.monotonic()
+        job.cancel()
+        recorder.wait_until_idle()
+        # It stopped after the step that was running, well before its 1000 steps.
+        assert render["error"] == "RenderStopped" and len(render["steps"]) < LONG["steps"] // 2
+        assert render["end"] - cancelled < 3 * step_seconds(render) + 1.0
+    _, seed, _ = client.predict(PROMPT, steps=2, seed=4, api_name="/generate")
+    assert seed == 4
+    assert recorder.peak == 1 and len(recorder.renders) - first == 4
+
+
+@pytest.mark.slow
+def test_a_client_that_goes_away_frees_the_slot_within_a_step(url: str, client: Client, recorder: Recorder) -> None:
+    with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
+        response = http.post("call/generate", json={"data": [PROMPT, None, None, None, *LONG.values()]})
+        with http.stream("GET", f"call/generate/{response.json()['event_id']}"):
+            render = recorder.wait_for_steps()
+        gone = time.monotonic()  # the connection is closed here
+    _, seed, _ = client.predict(PROMPT, steps=1, seed=5, api_name="/generate")
+    following = recorder.renders[-1]
+    assert seed == 5 and render["error"] == "RenderStopped" and len(render["steps"]) < LONG["steps"] // 2
+    assert render["end"] - gone < 3 * step_seconds(render) + 1.0
+    assert following["start"] - gone < 3 * step_seconds(render) + 2.0  # the next request did not wait for it
+    assert recorder.peak == 1
+
+
+@pytest.mark.slow
+def test_a_render_past_the_time_limit_stops_with_a_message(pipe: WanT2IPipeline, recorder: Recorder) -> None:
+    demo, url = launch(pipe, limits=Limits(max_side=128, max_work=100.0, max_seconds=0.5))
+    try:
+        start = time.monotonic()
+        with pytest.raises(AppError, match=r"ran past this app's limit of 0.5 s per render \(max_render_seconds\)"):
+            Client(url, verbose=False).predict(PROMPT, **LONG, api_name="/generate")
+        assert time.monotonic() - start < 5  # not the 25 s of the whole render
+        assert recorder.renders[-1]["error"] == "RenderStopped"
+    finally:
+        demo.close()
+
+
+# 2. Per-model public limits and a work budget per request -----------------------------------------------------------
+def test_the_default_limits_are_what_the_page_can_ask(tiny_pipe: WanT2IPipeline) -> None:
+    """The tiny model's presets are 32x48 and 48x32: its side limit is 48, its budget 100 steps x 2 x 1536 pixels."""
+    limits = Limits.for_model(tiny_pipe.defaults)
+    assert (limits.max_side, limits.max_work, limits.max_seconds) == (48, 100 * 2 * 32 * 48 / 1e6, 300.0)
+    assert Limits.for_model(tiny_pipe.defaults, max_work=5, max_seconds=9).max_work == 5
+    with pytest.raises(ValueError, match="max_work must be a number > 0, got 0"):
+        Limits.for_model(tiny_pipe.defaults, max_work=0)
+
+
+def test_the_demo_bundle_sets_its_public_sizes() -> None:
+    from wan_t2i.loading import DEMO_MODEL_DIR, ModelDefaults
+
+    limits = Limits.for_model(ModelDefaults.read(DEMO_MODEL_DIR))
+    assert limits.max_side == 512 and limits.max_work == pytest.approx(100 * 2 * 256 * 256 / 1e6)
+
+
+def test_the_budget_is_set_per_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WAN_T2I_MAX_WORK", raising=False)
+    assert app.parse_args([]).max_work is None
+    monkeypatch.setenv("WAN_T2I_MAX_WORK", "40")
+    monkeypatch.setenv("WAN_T2I_MAX_RENDER_SECONDS", "90")
+    args = app.parse_args([])
+    assert (args.max_work, args.max_render_seconds) == (40.0, 90.0)
+    assert app.parse_args(["--max_work", "7.5"]).max_work == 7.5
+
+
+@pytest.fixture(scope="module")
+def default_url(tiny_pipe: WanT2IPipeline) -> Iterator[str]:
+    """The app with the model's own public limits (tiny: 48 pixels per side, 0.31 megapixel-steps)."""
+    demo, url = launch(tiny_pipe, keep_outputs_seconds=2)
+    yield url
+    demo.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"steps": 1000}, r"1000 steps x 1 sampler\(s\) x 48x32 pixels is 1.54 megapixel-steps, over this app's "
+         r"budget of 0.307 per request \(max_work\): use at most 200 steps here"),
+        ({"height": 64}, r"height must be at most 48 pixels on this app \(public_max_side\), got 64"),
+    ],
+)  # fmt: skip
+def test_requests_over_the_public_limits_are_refused_before_rendering(
+    default_url: str, arguments: dict, message: str
+) -> None:
+    with pytest.raises(AppError, match=message):
+        Client(default_url, verbose=False).predict(PROMPT, **arguments, api_name="/generate")
+
+
+# 4. Uploads, and what the app keeps on disk ----------------------------------------------------------------------
+def test_uploads_are_limited(url: str) -> None:
+    with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
+        small = http.post("upload", files={"files": ("a.txt", b"x" * 1000)})
+        large = http.post("upload", files={"files": ("a.bin", b"x" * (3 << 20))})
+    assert small.status_code == 200 and large.status_code == 413
+
+
+@pytest.mark.slow
+def test_served_images_are_deleted_on_a_schedule(tiny_pipe: WanT2IPipeline) -> None:
+    """40 requests with outputs kept 2 s: what is on disk stays bounded while they run, and is gone after."""
+    demo, url = launch(tiny_pipe, keep_outputs_seconds=2)
+    client = Client(url, verbose=False)
+
+    def on_disk() -> list[Path]:
+        return [Path(f) for files in demo.temp_file_sets for f in files if Path(f).exists()]
+
+    try:
+        counts, paths = [], set()
+        for seed in range(40):  # a new image per seed: nothing is shared by hash
+            path, _, _ = client.predict(PROMPT, steps=1, seed=seed, api_name="/generate")
+            paths.add(path)
+            counts.append(len(on_disk()))
+        assert len(paths) == 40
+        time.sleep(5)  # the age (2 s) and one more cleanup (every 2 s)
+        left = on_disk()
+    finally:
+        demo.close()
+    rate = 40 / 1  # never more than this many requests a second on this model
+    assert max(counts) < 40 and max(counts) <= rate * 4, counts  # the oldest went while the requests ran
+    assert left == [] and not any(Path(p).exists() for p in paths)
+
+
+# 5. Oversized bodies are refused before they are parsed -------------------------------------------------------------
+def send_raw(url: str, head: bytes, body_chunks: Iterator[bytes]) -> bytes:
+    """Send a request by hand (a client that means harm does not wait for permission), return the reply's start."""
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while we were still sending: what it should do
+        return sock.recv(4096)
+
+
+def test_a_200_mb_body_is_refused_unread(url: str) -> None:
+    rss = psutil.Process(os.getpid()).memory_info().rss  # the server runs in this process
+    size = 200 << 20
+    head = (
+        f"POST /gradio_api/call/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    ).encode()
+    start = time.monotonic()
+    reply = send_raw(url, head, iter([b'{"data": ["' + b"x" * (1 << 20)] * 8))
+    assert reply.startswith(b"HTTP/1.1 413") and b"limit of 1048576 bytes" in reply
+    assert time.monotonic() - start < 5
+    gc.collect()
+    assert psutil.Process(os.getpid()).memory_info().rss - rss < 50 << 20
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(url: str) -> None:
+    """No Content-Length: the server counts what arrives and answers 413 once it passes 1 MiB."""
+    head = b"POST /gradio_api/call/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    chunk = b"x" * (64 << 10)
+    chunks = (b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(64))  # 4 MiB offered
+    assert send_raw(url, head, chunks).startswith(b"HTTP/1.1 413")
+
+
+def test_a_body_under_the_limit_gets_the_usual_message(url: str) -> None:
+    kind, data = raw_call(url, "generate", {"data": ["x" * 500_000]})
+    assert kind == "error" and data["error"].startswith("the prompt is 500000 characters long; the limit is 2000")
+
+
+# 6. Every failure a request can cause is one line saying what to change -------------------------------------------
+@pytest.mark.parametrize("position", [4, 5, 6, 7, 9, 10])  # steps, shift, guidance_scale, seed, height, width
+def test_a_400_digit_number_is_refused_in_one_line(url: str, position: int) -> None:
+    data = [PROMPT, None, None, None, 2, 5.0, 4.0, 1, False, 32, 48]
+    body = json.dumps({"data": data}).encode()
+    digits = "1" + "0" * 400
+    values = json.loads(body)["data"]
+    values[position] = "@"
+    body = json.dumps({"data": values}).replace('"@"', digits).encode()
+    kind, data = raw_call(url, "generate", body)
+    name = ["steps", "shift", "guidance_scale", "seed", None, "height", "width"][position - 4]
+    assert kind == "error" and "\n" not in data["error"] and len(data["error"]) < 200, data
+    assert data["error"].startswith(name) and "(401 digits)" in data["error"]
+
+
+def test_raw_calls_may_leave_out_every_input_but_the_prompt(url: str, pipe: WanT2IPipeline) -> None:
+    kind, (image, seed, details) = raw_call(url, "generate", {"data": [PROMPT]})
+    assert kind == "complete" and details["results"]["flow_unipc"]["parameters"]["steps"] == pipe.defaults.steps
+    kind, (image_a, image_b, seed, details) = raw_call(url, "compare", {"data": [PROMPT, None, None, "flow_euler"]})
+    assert kind == "complete" and list(details["results"]) == ["legacy_ddim", "flow_euler"]
+    kind, data = raw_call(url, "generate", {"data": []})
+    assert kind == "error" and data["error"].startswith("the prompt is empty")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        (42, "the prompt must be text, got int 42"),
+        ([PROMPT], "the prompt must be text, got list"),
+        ({"text": PROMPT}, "the prompt must be text, got dict"),
+        (True, "the prompt must be text, got bool True"),
+        ("&nbsp;&nbsp;", "the prompt is empty"),
+        ("\u200b\u200b \u2060", "the prompt is empty"),
+        ("&#8203;&amp;nbsp;", "the prompt is empty"),
+    ],
+)
+def test_prompts_that_are_not_text_or_show_nothing_are_refused(client: Client, prompt: object, message: str) -> None:
+    with pytest.raises(AppError, match=message):
+        client.predict(prompt, steps=1, api_name="/generate")
+
+
+# 7. Seeds, PNG parameters, the opening comparison ----------------------------------------------------------------
+def test_a_given_seed_is_used_and_a_missing_one_drawn(client: Client) -> None:
+    assert client.predict(PROMPT, steps=1, seed=123, api_name="/generate")[1] == 123  # randomize_seed left out
+    drawn = {client.predict(PROMPT, steps=1, api_name="/generate")[1] for _ in range(3)}
+    assert len(drawn) == 3
+    assert client.predict(PROMPT, steps=1, seed=123, randomize_seed=True, api_name="/generate")[1] != 123
+
+
+def test_a_png_gives_back_the_request_that_reproduces_it(client: Client, pipe: WanT2IPipeline) -> None:
+    path, seed, _ = client.predict(PROMPT, steps=3, seed=77, api_name="/generate")
+    again = pipe.generate(GenerationRequest.from_png(path))
+    assert again.seed == 77
+    assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(again["flow_unipc"].image))
+    from_text = pipe.generate(GenerationRequest.from_parameters(read_parameters(path)))
+    assert np.array_equal(np.asarray(from_text["flow_unipc"].image), np.asarray(again["flow_unipc"].image))
+
+
+def test_the_opening_comparison_renders_once_however_many_pages_open(pipe: WanT2IPipeline, recorder: Recorder) -> None:
+    before = len(recorder.renders)
+    demo, url = launch(pipe, render_on_load=True)
+    try:
+        assert len(recorder.renders) == before + 1  # at start-up
+        load = next(i for i, fn in demo.fns.items() if any(t[1] == "load" for t in fn.targets))
+        with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
+            for view in range(5):
+                body = {"fn_index": load, "data": [], "session_hash": f"visitor{view}"}
+                outputs = http.post("run/predict", json=body).json()["data"]
+                assert outputs[3] == wan_t2i.app.OPENING_SEED and outputs[1]["value"]["path"].endswith(".png")
+        assert len(recorder.renders) == before + 1  # five page views, no render
+    finally:
+        demo.close()
