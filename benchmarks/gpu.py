@@ -5,16 +5,22 @@ From the repository root:
     PYTHONUNBUFFERED=1 python -m benchmarks.gpu            # every section; writes benchmarks/records/<date>-<device>/
     python -m benchmarks.gpu --smoke                       # the whole benchmark on the CPU, tiny models (minutes)
     python -m benchmarks.gpu --sections peak,1.3b --resolutions 480x832 --budget-s 540
+    python -m benchmarks.gpu --sections peak,14b,fp8 --resolutions 14b@1024x1024   # one model at one size
     python -m benchmarks.gpu --render DIR/results.json     # rewrite DIR/RESULTS.md from its JSON, no GPU
 
 Weights are random (initialised on the GPU): speed and memory depend on the shapes, not the values. For each model and
 resolution (20 steps, guidance 5, bf16 transformer and text encoder, fp32 VAE as loaded):
   stock      diffusers.WanPipeline on the same modules, eager;
+  stock_knobs the same WanPipeline once `fastest` is applied to those modules (diffusers' compile_repeated_blocks,
+             cuDNN attention, bf16 VAE): what diffusers' own optimisation docs give;
   ours_eager this project's pipeline as loaded (no settings), one run: the reference image;
   ours       with PerformanceSettings.fastest: a new prompt each run (text cache cold), and `ours_warm` with one prompt;
   pair       the A/B pair legacy_ddim + flow_unipc in one batched run;
   floor_bN   the 20 transformer forwards alone at batch N, with their share of the bf16 matmul peak (MFU);
-and, once: `peak` (8192^3 bf16 matmul), `lowmem` (the 14B with low_memory_for settings, starting from modules in CPU
+and, once: `peak` (8192^3 bf16 matmul, and fp8 with per-row scales on CUDA), `fp8` (each model section's model
+again with the fp8 preset, after its bf16 runs: first image, the bare loop and its error against the eager forward,
+PSNR against the eager image; and the 14B, two A14B experts and an int8 UMT5 with the process capped to 48 GB),
+`lowmem` (the 14B with low_memory_for settings, starting from modules in CPU
 memory as `load_components(offload=True)` leaves them), `ttfi` (time to the first image of a fresh process, compile
 included, cold compiler cache) and `cudagraphs` (the 1.3B with CUDA graphs on top of `fastest`: an experiment, not a
 preset). Each image is checked against the eager one (PSNR). `ours` and `pair` also record where their time goes
@@ -41,14 +47,15 @@ from pathlib import Path
 import torch
 
 from benchmarks.gpu_lowmem import bench_lowmem
-from benchmarks.gpu_measure import log, matmul_peak, remember_default_flags, reset_peak, timed
+from benchmarks.gpu_measure import log, matmul_peak, matmul_peak_fp8, remember_default_flags, reset_peak, timed
 from benchmarks.gpu_models import FULL, SMOKE, Scale, build_text_encoder, build_tokenizer
 from benchmarks.gpu_record import Bench, environment, git_state, logging_to, new_record_dir
 from benchmarks.gpu_report import write_results_md
 from benchmarks.gpu_sections import bench_cudagraphs, bench_model
 from benchmarks.gpu_ttfi import CHILD_FLAG, bench_ttfi, child_ttfi
+from wan_t2i.performance import FP8_MIN_CAPABILITY
 
-SECTIONS = "peak,1.3b,14b,lowmem,cudagraphs,ttfi"
+SECTIONS = "peak,1.3b,14b,fp8,lowmem,cudagraphs,ttfi"
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -57,7 +64,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     )
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script end to end")
     parser.add_argument("--sections", default=SECTIONS, help=f"comma-separated, run in this order (default {SECTIONS})")
-    parser.add_argument("--resolutions", default=None, help="e.g. 480x832,1024x1024 (default: all of each model's)")
+    parser.add_argument("--resolutions", default=None, help="e.g. 480x832,14b@1024x1024: HxW for every model, "
+                        "MODEL@HxW for one (default: all of each model's)")  # fmt: skip
     parser.add_argument(
         "--budget-s", type=float, default=None,
         help="start no measurement after this many seconds, keeping each later section's usual time free for it "
@@ -103,10 +111,27 @@ def scale_for(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Scal
 
 def sections_of(parser: argparse.ArgumentParser, args: argparse.Namespace, scale: Scale) -> list[str]:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    known = ["peak", *scale.transformers, "lowmem", "ttfi", "cudagraphs"]
+    known = ["peak", *scale.transformers, "fp8", "lowmem", "ttfi", "cudagraphs"]
     if set(sections) - set(known):
         parser.error(f"unknown sections {sorted(set(sections) - set(known))}; choose from {', '.join(known)}")
+    if "fp8" in sections and scale.device != "cuda":
+        log("fp8 needs a GPU with FP8 (the preset refuses the CPU): the smoke run leaves it out")
+        sections.remove("fp8")
     return sections
+
+
+def parse_resolutions(parser: argparse.ArgumentParser, text: str | None, scale: Scale) -> set | None:
+    """--resolutions as {(model or None, (height, width))}; None: every model at all of its sizes."""
+    if not text:
+        return None
+    wanted = set()
+    for case in text.split(","):
+        model, _, size = case.strip().rpartition("@")
+        if (model and model not in scale.transformers) or "x" not in size:
+            parser.error(f"--resolutions takes HxW or MODEL@HxW, MODEL one of {', '.join(scale.transformers)}; "
+                         f"got {case}")  # fmt: skip
+        wanted.add((model or None, tuple(int(v) for v in size.split("x"))))
+    return wanted
 
 
 def render(args: argparse.Namespace) -> None:
@@ -118,14 +143,16 @@ def render(args: argparse.Namespace) -> None:
     write_results_md(results, args.results_md or args.render.with_name("RESULTS.md"))
 
 
-def start_bench(args: argparse.Namespace, scale: Scale, sections: list[str], argv: list[str]) -> Bench:
+def start_bench(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, scale: Scale, sections: list[str], argv: list[str]
+) -> Bench:
     """The run's Bench, its record folder and record.json written first."""
     commit, dirty = (args.commit, args.dirty) if args.commit else git_state()
     if commit is None:
         log("no git metadata here and no --commit: record.json will not say which commit was measured")
     record = args.record or (Path(tempfile.gettempdir()) / "wan_t2i_gpu_smoke" if args.smoke else new_record_dir())
     meta = environment(args.smoke, scale.steps, shlex.join(["python", "-m", "benchmarks.gpu", *argv]), commit, dirty)
-    wanted = {tuple(int(v) for v in r.split("x")) for r in args.resolutions.split(",")} if args.resolutions else None
+    wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
     return Bench(scale, sections, wanted, record, budget_s, meta)
 
@@ -136,6 +163,8 @@ def run_sections(bench: Bench) -> None:
     scale, sections = bench.scale, bench.sections
     if "peak" in sections:
         bench.item("peak", "peak", lambda: matmul_peak(scale.peak_size, scale.device, scale.dtype))
+        if scale.device == "cuda" and torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY:
+            bench.item("peak", "peak_fp8", lambda: matmul_peak_fp8(scale.peak_size, scale.device))
     model_sections = [s for s in sections if s in scale.transformers]
     tokenizer, text_encoder = build_tokenizer(), None
     if model_sections or "lowmem" in sections:
@@ -186,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--dirty goes with --commit; without --commit git says whether the tree is dirty")
     sections = sections_of(parser, args, scale)
     remember_default_flags()
-    bench = start_bench(args, scale, sections, argv)
+    bench = start_bench(parser, args, scale, sections, argv)
     with logging_to(bench.record / "run.log"):
         log(f"{bench.results['meta']['device']}; sections {sections}; budget {bench.budget_s:.0f} s; {bench.record}")
         run_sections(bench)

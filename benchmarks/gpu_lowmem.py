@@ -20,7 +20,7 @@ from benchmarks.gpu_models import NEGATIVE, REFERENCE_PROMPT, build_components, 
 from benchmarks.gpu_record import Bench
 from wan_t2i.loading import WanComponents
 from wan_t2i.metrics import psnr
-from wan_t2i.performance import PerformanceSettings, apply, is_offloaded
+from wan_t2i.performance import PerformanceSettings, apply, is_offloaded, is_quantized
 from wan_t2i.pipeline import WanT2IPipeline
 
 
@@ -49,8 +49,8 @@ def reusable(held: dict, model: str, bench: Bench, text_encoder, tokenizer) -> W
     """The held components if they are of `model` and not offloaded yet (offloading has no undo), else a new build."""
     components = held.pop("components", None)
     if components is not None and components.defaults.name == f"random {model}":
-        if not is_offloaded(components.transformer):
-            return components
+        if not is_offloaded(components.transformer) and not is_quantized(components.transformer):
+            return components  # neither offloading nor the fp8 section's quantisation has an undo
     components = None  # the old model's memory is freed before the new one is built
     gc.collect()
     return build_components(model, bench.scale, text_encoder, tokenizer)

@@ -85,9 +85,17 @@ def forward_inputs(transformer, batch: int, size: tuple[int, int], device: str) 
 
 @torch.inference_mode()
 def measure_floor(
-    transformer, batch: int, size: tuple[int, int], steps: int, runs: int, peak_tflops: float | None, warmup: int = 1
+    transformer,
+    batch: int,
+    size: tuple[int, int],
+    steps: int,
+    runs: int,
+    peak_tflops: float | None,
+    warmup: int = 1,
+    fp8_peak_tflops: float | None = None,
 ) -> tuple[dict, torch.Tensor]:
-    """`steps` forwards alone at `batch`; the first forward (which compiles a new shape) is timed on its own."""
+    """`steps` forwards alone at `batch`; the first forward (which compiles a new shape) is timed on its own. MFU
+    against the bf16 matmul peak, and with `fp8_peak_tflops` also against the fp8 one (`mfu_fp8`)."""
     inputs = forward_inputs(transformer, batch, size, str(transformer.device))
     reset_peak()
     first_s, out = timed(lambda: transformer(**inputs)[0])
@@ -103,7 +111,10 @@ def measure_floor(
     flops = transformer_flops(transformer.config, tokens) * batch * steps
     median = statistics.median(times)
     mfu = flops / median / (peak_tflops * 1e12) if peak_tflops else None
-    return summary(times, first_forward_s=first_s, tflop=flops / 1e12, tflops=flops / median / 1e12, mfu=mfu), out
+    result = summary(times, first_forward_s=first_s, tflop=flops / 1e12, tflops=flops / median / 1e12, mfu=mfu)
+    if fp8_peak_tflops:
+        result["mfu_fp8"] = flops / median / (fp8_peak_tflops * 1e12)
+    return result, out
 
 
 def solver_loop(size: tuple[int, int], steps: int, device: str) -> dict:
@@ -155,6 +166,27 @@ def matmul_peak(n: int, device: str, dtype: torch.dtype, repeats: int = 5, inner
         times.append(t / (inner * len(pairs)))
     median = statistics.median(times)
     return {"n": n, "dtype": str(dtype), "median_s": median, "tflops": 2 * n**3 / median / 1e12}
+
+
+def matmul_peak_fp8(n: int, device: str, repeats: int = 5, inner: int = 10) -> dict:
+    """Median rate of n^3 float8 (e4m3) matmuls with per-row scales and a bf16 output: what torchao's fp8 linears
+    call (torch._scaled_mm), on random data, several operand pairs."""
+    fp8 = torch.float8_e4m3fn
+
+    def operands():
+        a = torch.randn(n, n, device=device).to(fp8)
+        b = torch.randn(n, n, device=device).to(fp8).t()  # column-major, as _scaled_mm wants its second operand
+        return a, b, torch.rand(n, 1, device=device) + 0.5, torch.rand(1, n, device=device) + 0.5
+
+    sets = [operands() for _ in range(3)]
+
+    def products():
+        return [torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16) for a, b, sa, sb in sets]
+
+    products()
+    times = [timed(lambda: [products() for _ in range(inner)])[0] / (inner * len(sets)) for _ in range(repeats)]
+    median = statistics.median(times)
+    return {"n": n, "dtype": "float8_e4m3fn, per-row scales", "median_s": median, "tflops": 2 * n**3 / median / 1e12}
 
 
 def check_attention(heads: int, head_dim: int, tokens: int, device: str) -> dict:

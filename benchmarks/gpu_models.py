@@ -76,8 +76,12 @@ class Scale:
     )
     ttfi: tuple[tuple[str, tuple[int, int]], ...] = (("1.3b", (480, 832)), ("14b", (1024, 1024)))
     cudagraphs: tuple[str, tuple[int, int]] = ("1.3b", (480, 832))
+    # (model, size, GB): the fp8 section's memory check, this process capped to a card of GB (ZeroGPU `large`: 48)
+    fp8_cap: tuple[str, tuple[int, int], float] = ("14b", (1024, 1024), 48.0)
     # Seconds each section takes (H200, 2026-12): under --budget-s, earlier sections stop in time to leave these.
-    reserve_s: dict[str, float] = field(default_factory=lambda: {"lowmem": 200.0, "ttfi": 80.0, "cudagraphs": 25.0})
+    reserve_s: dict[str, float] = field(
+        default_factory=lambda: {"fp8": 120.0, "lowmem": 200.0, "ttfi": 80.0, "cudagraphs": 40.0}
+    )
 
     def counts_of(self, model: str, size: tuple[int, int]) -> Counts:
         return self.counts.get((model, size), SMOKE_COUNTS)

@@ -68,6 +68,17 @@ def new_record_dir(records: Path = RECORDS) -> Path:
     return path
 
 
+def host_cpu() -> str:
+    """The host's processor and its cores as this process sees them: a launch-bound run's speed depends on it."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def environment(smoke: bool, steps: int, command: str, commit: str | None, dirty: bool | None) -> dict:
     """The run's `meta`: what ran, where, on which code and software."""
     import diffusers
@@ -85,6 +96,7 @@ def environment(smoke: bool, steps: int, command: str, commit: str | None, dirty
         "smoke": smoke,
         "steps": steps,
         "device": device_name(),
+        "host_cpu": host_cpu(),
     }
     with contextlib.suppress(ImportError):
         import triton
@@ -149,7 +161,9 @@ class Bench:
         return bool(self.results["meta"].get("smoke"))
 
     def resolutions(self, model: str) -> list[tuple[int, int]]:
-        return [s for s in self.scale.resolutions[model] if self.wanted is None or s in self.wanted]
+        """The model's sizes that --resolutions asked for (HxW for every model, MODEL@HxW for this one)."""
+        wanted = self.wanted
+        return [s for s in self.scale.resolutions[model] if wanted is None or {(None, s), (model, s)} & wanted]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

@@ -13,6 +13,9 @@ PSNR_MIN = 35.0  # dB: an optimised image must be at least this close to the eag
 # (target name, item, field, comparison, limit); ratios are computed against the stock run of the same shape.
 TARGETS = (
     ("1.3B one image <= 0.5x stock", "1.3b@480x832/ours", "vs_stock", "<=", 0.5),
+    ("14B fp8 one image <= 0.65x stock with the same knobs", "14b@1024x1024/fp8", "vs_knobs", "<=", 0.65),
+    ("1.3B pair / one <= its bare loops' ratio + 0.1", "1.3b@480x832/pair", "vs_one_over_floor", "<=", 0.1),
+    ("14B pair / one <= its bare loops' ratio + 0.1", "14b@1024x1024/pair", "vs_one_over_floor", "<=", 0.1),
     ("14B one image <= 0.85x stock", "14b@1024x1024/ours", "vs_stock", "<=", 0.85),
     ("1.3B A/B pair <= 1.3x one image", "1.3b@480x832/pair", "vs_one", "<=", 1.3),
     ("14B A/B pair <= 2.05x one image", "14b@1024x1024/pair", "vs_one", "<=", 2.05),
@@ -45,22 +48,34 @@ def cell(items: dict, key: str, field: str = "median_s", spec: str = ".3f") -> s
 
 
 def derived(items: dict) -> dict:
-    """Ratios each target reads: ours / stock and pair / ours per shape."""
+    """Ratios each target reads per shape: ours / stock, ours and fp8 / stock with the same knobs, fp8 / ours, pair /
+    ours, and how far pair / ours lies above the same ratio of the bare loops (the pair's batches against batch 2)."""
     out = {}
     for key, value in items.items():
         shape, _, kind = key.rpartition("/")
         if not isinstance(value, dict) or value.get("median_s") is None:
             continue
         stock = (items.get(f"{shape}/stock") or {}).get("median_s")
+        knobs = (items.get(f"{shape}/stock_knobs") or {}).get("median_s")
         one = (items.get(f"{shape}/ours") or {}).get("median_s")
         if kind in ("ours", "ours_warm", "ours_eager") and stock:
             out[(key, "vs_stock")] = value["median_s"] / stock
+        if kind in ("ours", "fp8") and knobs:
+            out[(key, "vs_knobs")] = value["median_s"] / knobs
+        if kind == "fp8" and one:
+            out[(key, "vs_ours")] = value["median_s"] / one
         if kind == "pair" and one:
             out[(key, "vs_one")] = value["median_s"] / one
+            pair_floor, one_floor = (
+                loop_floor(items, shape, value.get("forward_batches") or [4]),
+                loop_floor(items, shape, [2]),
+            )
+            if pair_floor and one_floor:
+                out[(key, "vs_one_over_floor")] = value["median_s"] / one - pair_floor / one_floor
     return out
 
 
-EXTRA_SECTIONS = ("lowmem", "ttfi", "cudagraphs")
+EXTRA_SECTIONS = ("lowmem", "ttfi", "cudagraphs", "fp8cap")
 
 
 def is_lowmem(key: str) -> bool:
@@ -73,6 +88,39 @@ def loop_floor(items: dict, shape: str, batches: list[int]) -> float | None:
     first step and skips legacy_ddim's last): each `floor_bN` item times a whole loop at batch N, so the mean."""
     loops = [(items.get(f"{shape}/floor_b{batch}") or {}).get("median_s") for batch in batches]
     return None if None in loops else sum(loops) / len(loops)
+
+
+def fp8_lines(items: dict, ratios: dict, shapes: list[str]) -> list[str]:
+    """The fp8 preset against bf16 `fastest` and stock-with-the-same-knobs, with its error and its compile cost."""
+    rows = [shape for shape in shapes if f"{shape}/fp8" in items or f"{shape}/fp8_floor_b2" in items]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "FP8 (`--performance fp8`: torchao float8 dynamic activation + weight quantisation, per-row scales, on the "
+        "blocks' linear layers, then compiled as `fastest`). First image: the first fp8 image of the process, its "
+        "compilation included (the bf16 graphs of the same shapes were compiled before it; `graphs`: how many Dynamo "
+        "compiled for it). Error and PSNR against the eager bf16 forward and image.",
+        "",
+        "| model @ size | stock, same knobs | ours bf16 | ours fp8 | fp8/same knobs | fp8/bf16 | pair fp8 "
+        "| first image s (graphs) | floor b2 fp8 (MFU of bf16 / fp8 peak) | forward rel. error | PSNR dB one / pair "
+        "| peak GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for shape in rows:
+        one, floor = items.get(f"{shape}/fp8") or {}, items.get(f"{shape}/fp8_floor_b2") or {}
+        mfu, mfu_fp8 = floor.get("mfu"), floor.get("mfu_fp8")
+        lines.append(
+            f"| {shape} | {cell(items, f'{shape}/stock_knobs')} | {cell(items, f'{shape}/ours')} "
+            f"| {cell(items, f'{shape}/fp8')} | {fmt(ratios.get((f'{shape}/fp8', 'vs_knobs')), '.2f')} "
+            f"| {fmt(ratios.get((f'{shape}/fp8', 'vs_ours')), '.2f')} | {cell(items, f'{shape}/fp8_pair')} "
+            f"| {fmt(one.get('first_image_s'), '.1f')} ({fmt(one.get('graphs_compiled'), 'd')}) "
+            f"| {cell(items, f'{shape}/fp8_floor_b2')} ({fmt(mfu and 100 * mfu, '.0f', '%')} / "
+            f"{fmt(mfu_fp8 and 100 * mfu_fp8, '.0f', '%')}) | {fmt(floor.get('rel_error_vs_eager'), '.2e')} "
+            f"| {cell(items, f'{shape}/fp8', 'psnr_db', '.1f')} / {cell(items, f'{shape}/fp8_pair', 'psnr_db', '.1f')} "
+            f"| {cell(items, f'{shape}/fp8', 'peak_gb', '.1f')} |"
+        )
+    return lines
 
 
 def profile_lines(items: dict, shapes: list[str]) -> list[str]:
@@ -108,8 +156,9 @@ def write_results_md(results: dict, path: Path) -> None:
     items = results["items"]
     ratios = derived(items)
     shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
-    lines = header_lines(results["meta"], items.get("peak") or {})
+    lines = header_lines(results["meta"], items.get("peak") or {}, items.get("peak_fp8"))
     lines += [main_row(items, ratios, shape) for shape in shapes]
+    lines += fp8_lines(items, ratios, shapes)
     lines += profile_lines(items, shapes)
     lines += ["", "| other | result |", "|---|---|"]
     lines += [row for key, value in items.items() if (row := other_row(items, key, value))]
@@ -123,7 +172,7 @@ def write_results_md(results: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def header_lines(meta: dict, peak: dict) -> list[str]:
+def header_lines(meta: dict, peak: dict, peak_fp8: dict | None = None) -> list[str]:
     """Device, software, code, command and how to read the table, then the main table's head."""
     versions = ", ".join(
         f"{k} {meta[k]}" for k in ("torch", "diffusers", "transformers", "triton", "python") if k in meta
@@ -138,7 +187,9 @@ def header_lines(meta: dict, peak: dict) -> list[str]:
         f"Device: {meta.get('device')} ({fmt(meta.get('gpu_memory_gb'), '.0f')} GB); {versions}; cuDNN "
         f"{meta.get('cudnn', '-')}. Run {meta.get('date')}, {fmt(meta.get('elapsed_s'), '.0f')} s.",
         f"bf16 matmul peak measured in this run: {fmt(peak.get('tflops'), '.0f')} TFLOP/s "
-        f"({peak.get('n', '-')}^3, median).",
+        f"({peak.get('n', '-')}^3, median)"
+        + (f"; fp8 (e4m3, per-row scales): {fmt(peak_fp8.get('tflops'), '.0f')} TFLOP/s." if peak_fp8 else "."),
+        *([f"Host CPU: {meta['host_cpu']}."] if meta.get("host_cpu") else []),
         *code,
         "",
         f"Reproduce: `{meta.get('command')}` (from the repository root; diffusers on PYTHONPATH).",
@@ -151,9 +202,12 @@ def header_lines(meta: dict, peak: dict) -> list[str]:
         f"torch.cuda.max_memory_allocated in GB (10^9 bytes). `*`: the cell's slowest run took over {NOISY_SPREAD:g}x "
         "its fastest (the shared host was busy); `times_s` in the JSON has every run.",
         "",
-        "| model @ size | stock | ours eager | ours | ours/stock | ours warm | pair | pair/ours | floor b2 (MFU) "
-        "| floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "`stock, same knobs`: the stock pipeline on the same modules once `fastest` is applied to them (diffusers' "
+        "compile_repeated_blocks, cuDNN attention, bf16 VAE).",
+        "",
+        "| model @ size | stock | stock, same knobs | ours eager | ours | ours/stock | ours/same knobs | ours warm "
+        "| pair | pair/ours | floor b2 (MFU) | floor b4 (MFU) | peak GB stock / ours / pair | PSNR dB one / pair |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
 
@@ -168,9 +222,11 @@ def main_row(items: dict, ratios: dict, shape: str) -> str:
         return f"{fmt(value.get('median_s'), '.3f')} ({fmt(mfu and 100 * mfu, '.0f', '%')})"
 
     return (
-        f"| {shape} | {cell(items, f'{shape}/stock')} | {cell(items, f'{shape}/ours_eager')} "
+        f"| {shape} | {cell(items, f'{shape}/stock')} | {cell(items, f'{shape}/stock_knobs')} "
+        f"| {cell(items, f'{shape}/ours_eager')} "
         f"| {cell(items, f'{shape}/ours')} | {fmt(ratios.get((f'{shape}/ours', 'vs_stock')), '.2f')} "
-        f"| {cell(items, f'{shape}/ours_warm')} | {cell(items, f'{shape}/pair')} "
+        f"| {fmt(ratios.get((f'{shape}/ours', 'vs_knobs')), '.2f')} | {cell(items, f'{shape}/ours_warm')} "
+        f"| {cell(items, f'{shape}/pair')} "
         f"| {fmt(ratios.get((f'{shape}/pair', 'vs_one')), '.2f')} | {floor(2)} | {floor(4)} "
         f"| {cell(items, f'{shape}/stock', 'peak_gb', '.1f')} / {cell(items, f'{shape}/ours', 'peak_gb', '.1f')} "
         f"/ {cell(items, f'{shape}/pair', 'peak_gb', '.1f')} "
@@ -192,12 +248,22 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         )
     if key.startswith("cudagraphs/"):
         pair = value.get("pair") or {}
+        floors = [(value.get(f"floor_b{b}") or {}).get("median_s") for b in (2, 4)]
         return (
             f"| {key} (`fastest` + CUDA graphs) | one image {cell(items, key)} s "
-            f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs), pair "
-            f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image); first "
-            f"image {cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager "
-            f"{cell(items, key, 'psnr_db', '.1f')} dB |"
+            f"({fmt(value.get('vs_compiled'), '.2f')}x `fastest` without graphs, "
+            f"{fmt(value.get('vs_floor_b2'), '.2f')}x the bare loop under graphs), pair "
+            f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image, "
+            f"{fmt(value.get('pair_vs_compiled'), '.2f')}x the pair without graphs); bare loop under graphs b2 / b4 "
+            f"{fmt(floors[0], '.3f')} / {fmt(floors[1], '.3f')} s; first image "
+            f"{cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager {cell(items, key, 'psnr_db', '.1f')} dB |"
+        )
+    if key.startswith("fp8cap"):
+        return fp8cap_row(key, value)
+    if key.endswith("/fp8_quantize"):
+        return (
+            f"| {key} | {cell(items, key, 'seconds', '.1f')} s; GPU memory allocated "
+            f"{cell(items, key, 'allocated_gb_before', '.1f')} -> {cell(items, key, 'allocated_gb_after', '.1f')} GB |"
         )
     if key.startswith("ttfi/"):
         return (
@@ -223,6 +289,25 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
     if key.endswith("/build"):
         return f"| {key} | {cell(items, key, 'seconds', '.1f')} s |"
     return None
+
+
+def fp8cap_row(key: str, value: dict) -> str:
+    """A capped-memory fp8 case: resident memory and each run's peak (or OOM) under the cap."""
+    runs = []
+    for name in ("one", "pair"):
+        run = value.get(name) or {}
+        state = "OOM" if run.get("error") else f"{fmt(run.get('seconds'), '.2f')} s"
+        runs.append(f"{name} {state}, peak {fmt(run.get('peak_gb'), '.1f')} GB")
+    int8 = ""
+    if "umt5_saved_gb" in value:
+        int8 = (
+            f"; UMT5 int8 weight-only saved {fmt(value['umt5_saved_gb'], '.1f')} GB, embedding rel. error "
+            f"{fmt(value.get('umt5_rel_error'), '.2e')}"
+        )
+    return (
+        f"| {key} (process capped to {fmt(value.get('gpu_gb'), 'g')} GB) | resident "
+        f"{fmt(value.get('resident_gb'), '.1f')} GB; {'; '.join(runs)}{int8} |"
+    )
 
 
 def lowmem_row(items: dict, key: str, value: dict) -> str:

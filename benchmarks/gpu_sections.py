@@ -1,5 +1,6 @@
 """The GPU benchmark's model sections (`1.3b`, `14b`): stock diffusers against this project's pipeline, eager and
-optimised, for each resolution; and `cudagraphs`, the optimised 1.3B with CUDA graphs on top."""
+optimised, for each resolution, and stock diffusers again with the same knobs on the same modules; and `cudagraphs`,
+the optimised 1.3B with CUDA graphs on top."""
 
 from __future__ import annotations
 
@@ -117,6 +118,10 @@ def bench_model(bench: Bench, model: str, text_encoder, tokenizer) -> WanCompone
     pipe = WanT2IPipeline(components)
     for size in sizes:
         bench_optimised(bench, model, size, pipe, references[size])
+    if "fp8" in bench.sections:
+        from benchmarks.gpu_fp8 import bench_fp8  # imports nothing of torchao until it runs
+
+        bench_fp8(bench, model, components, references)
     return components
 
 
@@ -172,9 +177,17 @@ def bench_optimised(bench: Bench, model: str, size: tuple[int, int], pipe: WanT2
     def pair():
         return pair_checked(bench, pipe, size, n, reference)
 
+    def stock_knobs():
+        # diffusers' WanPipeline on the same modules, which `apply` has just compiled (diffusers' own
+        # compile_repeated_blocks), put on bf16 VAE and cuDNN attention: what diffusers' optimisation docs give.
+        # Its guided forwards run at batch 1, a shape of their own: the warm-up compiles it.
+        stock = stock_pipeline(pipe.components)
+        return measure(lambda: run_stock(stock, bench.prompts(), size, steps), max(1, n.stock_warmup), n.stock_runs)
+
     bench.item(model, f"{key}/solver_loop", lambda: solver_loop(size, steps, bench.scale.device))
     bench.item(model, f"{key}/floor_b2", lambda: floor(2), need_s=estimate)
     bench.item(model, f"{key}/ours", ours, need_s=(n.runs + 1) * estimate)
+    bench.item(model, f"{key}/stock_knobs", stock_knobs, need_s=(n.stock_runs + 2) * estimate)
     if n.warm_runs:
         bench.item(model, f"{key}/ours_warm", ours_warm, need_s=(n.warm_runs + 1) * estimate)
     bench.item(model, f"{key}/floor_b4", lambda: floor(4), need_s=2 * estimate)
@@ -229,10 +242,19 @@ def bench_cudagraphs(bench: Bench, tokenizer) -> None:
         if eager is not None:
             result["psnr_db"] = psnr(generation["flow_unipc"].image, eager)
         pair = measure(lambda: run_ours(pipe, bench.prompts(), size, scale.steps, PAIR), 1, 2)
-        one = (bench.results["items"].get(f"{tag(model, size)}/ours") or {}).get("median_s")
-        return result | {
+        items = bench.results["items"]
+        one = (items.get(f"{tag(model, size)}/ours") or {}).get("median_s")
+        one_pair = (items.get(f"{tag(model, size)}/pair") or {}).get("median_s")
+        # The bare loops under graphs: what the pipeline's run is measured against (its batch 2, the pair's 4).
+        peak = (items.get("peak") or {}).get("tflops")
+        floors = {
+            f"floor_b{b}": measure_floor(components.transformer, b, size, scale.steps, 3, peak)[0] for b in (2, 4)
+        }
+        return result | floors | {
             "settings": repr(settings), "pair": pair, "vs_compiled": result["median_s"] / one if one else None,
             "pair_vs_one": pair["median_s"] / result["median_s"],
+            "pair_vs_compiled": pair["median_s"] / one_pair if one_pair else None,
+            "vs_floor_b2": result["median_s"] / floors["floor_b2"]["median_s"],
         }  # fmt: skip
 
     bench.item("cudagraphs", f"cudagraphs/{tag(model, size)}", run)

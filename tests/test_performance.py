@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.machinery
 import json
 import math
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,6 +67,54 @@ def test_fastest_on_cuda(monkeypatch):
     assert hopper.compile and hopper.vae_dtype == torch.bfloat16 and hopper.attention == "cudnn"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert PerformanceSettings.fastest("cuda").attention is None
+
+
+def test_fp8_is_refused_on_the_cpu():
+    with pytest.raises(ValueError, match=r"^the fp8 preset needs a CUDA GPU with FP8 \(compute capability >= 8.9\), "
+                       "not cpu$"):  # fmt: skip
+        performance.preset("fp8", "cpu")
+
+
+def test_fp8_is_refused_below_compute_capability_8_9(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(ValueError, match="needs compute capability >= 8.9.*A100-SXM4-80GB has 8.0: use fastest$"):
+        performance.preset("fp8", "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))  # an RTX 3090: no FP8
+    with pytest.raises(ValueError, match="has 8.6"):
+        performance.preset("fp8", "cuda")
+
+
+def test_fp8_is_refused_without_torchao(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setitem(sys.modules, "torchao", None)  # what importlib reports for a package that is not installed
+    with pytest.raises(ValueError, match=r"needs torchao: pip install 'wan-t2i\[gpu\]'"):
+        performance.preset("fp8", "cuda")
+
+
+def test_fp8_where_it_runs_is_fastest_with_fp8_blocks(monkeypatch):
+    """On an FP8 GPU with torchao installed (stood in for: only its presence is checked before quantising)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    fake = types.ModuleType("torchao")
+    fake.__spec__ = importlib.machinery.ModuleSpec("torchao", None)
+    monkeypatch.setitem(sys.modules, "torchao", fake)
+    settings = performance.preset("fp8", "cuda")
+    assert settings == dataclasses.replace(PerformanceSettings.fastest("cuda"), fp8=True)
+    assert settings.compile and settings.vae_dtype == torch.bfloat16 and settings.attention is None  # 8.9 is no Hopper
+    with pytest.raises(ValueError, match="fp8 and low_memory cannot be combined"):
+        PerformanceSettings(fp8=True, low_memory=True)
+
+
+def test_cli_refuses_fp8_on_the_cpu_in_one_line(capsys):
+    """Before any model is loaded: the preset is chosen first."""
+    from wan_t2i import cli
+
+    assert cli.main(["--prompt", "a lake", "--device", "cpu", "--performance", "fp8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: the fp8 preset needs a CUDA GPU with FP8 (compute capability >= 8.9), not cpu"
 
 
 def test_settings_reject_bad_combinations():
@@ -244,6 +295,20 @@ def test_benchmark_parts_on_cpu(tmp_path):
             "1.3b@480x832/pair": {"median_s": 0.9, "psnr_db": math.inf},
             "1.3b@480x832/floor_b2": floor,
             "14b@1024x1024/stock": {"error": "out of memory"},
+            "14b@1024x1024/stock_knobs": {"median_s": 8.0},
+            "14b@1024x1024/ours": {"median_s": 7.9},
+            "14b@1024x1024/fp8": {"median_s": 4.8, "first_image_s": 60.0, "graphs_compiled": 3, "psnr_db": 30.0},
+            "14b@1024x1024/fp8_floor_b2": {"median_s": 4.6, "mfu": 1.2, "mfu_fp8": 0.6, "rel_error_vs_eager": 0.03},
+            "14b@1024x1024/floor_b2": {"median_s": 7.8},
+            "14b@1024x1024/floor_b4": {"median_s": 15.6},
+            # 5 steps at batches 2, 4, 4, 4, 2: its loops cost (2 * 7.8 + 3 * 15.6) / 5 / 7.8 = 1.6x one image's
+            "14b@1024x1024/pair": {"median_s": 13.5, "forward_batches": [2, 4, 4, 4, 2]},
+            "fp8cap48gb/a14b@1024x1024": {
+                "gpu_gb": 48.0,
+                "resident_gb": 40.1,
+                "one": {"seconds": 5.0, "peak_gb": 46.0},
+                "pair": {"error": "out of memory", "peak_gb": 47.9},
+            },  # fmt: skip
             "lowmem/14b@480x832": {"median_s": 30.0, "peak_gb": 13.0, "slowdown_vs_ours": 8.0},
         },
         "errors": [{"item": "14b@1024x1024/stock", "traceback": ""}],
@@ -255,7 +320,13 @@ def test_benchmark_parts_on_cpu(tmp_path):
     assert "| 1.3B one image <= 0.5x stock | 0.400 | yes |" in text
     assert "| 1.3B A/B pair <= 1.3x one image | 1.500 | NO |" in text
     assert "| low-memory 14B at 480x832 under 20 GB | 13.000 | yes |" in text
-    assert "| 14b@1024x1024 | OOM |" in text and "Skipped (time budget): ttfi/1.3b@480x832" in text
+    assert "| 14b@1024x1024 | OOM | 8.000 |" in text and "Skipped (time budget): ttfi/1.3b@480x832" in text
+    assert "| 14B fp8 one image <= 0.65x stock with the same knobs | 0.600 | yes |" in text
+    assert "| 14B pair / one <= its bare loops' ratio + 0.1 | 0.109 | NO |" in text  # 13.5 / 7.9 - 1.6
+    assert (
+        "| 14b@1024x1024 | 8.000 | 7.900 | 4.800 | 0.60 | 0.61 | - | 60.0 (3) | 4.600 (120% / 60%) | 3.00e-02 " in text
+    )
+    assert "resident 40.1 GB; one 5.00 s, peak 46.0 GB; pair OOM, peak 47.9 GB |" in text
     assert "Code: commit 0123456789ab.\n" in text  # no `dirty` key: nothing said about uncommitted changes
     json.dumps(clean(results))  # infinities become strings
 
@@ -315,3 +386,17 @@ def test_smoke_benchmark_end_to_end(tmp_path):
     render += ["--results-md", str(rendered), "--note", "a caveat"]
     assert subprocess.run(render, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
     assert rendered.read_text().replace("Note: a caveat\n", "") == text
+
+
+def test_resolutions_for_every_model_or_for_one(tmp_path):
+    """`--resolutions 480x832,14b@1024x1024`: the 1.3B at 480x832 only, the 14B at both."""
+    from benchmarks.gpu import parse_args, parse_resolutions
+    from benchmarks.gpu_models import FULL
+    from benchmarks.gpu_record import Bench
+
+    parser, args = parse_args(["--resolutions", "480x832,14b@1024x1024"])
+    bench = Bench(FULL, ["1.3b", "14b"], parse_resolutions(parser, args.resolutions, FULL), tmp_path, 1.0, {})
+    assert bench.resolutions("1.3b") == [(480, 832)]
+    assert bench.resolutions("14b") == [(1024, 1024), (480, 832)]
+    with pytest.raises(SystemExit):
+        parse_resolutions(parser, "a14b@1024x1024", FULL)

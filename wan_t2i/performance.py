@@ -3,16 +3,18 @@
 `apply(components, settings)` changes the loaded modules in place, before the first generation; with `low_memory`,
 load with `load_components(..., offload=True)` so that the large modules never have to fit on the GPU at once
 (`WanT2IPipeline.from_pretrained(performance="low_memory")` does both). None of this changes what a model computes
-beyond bf16 rounding: `benchmarks/gpu.py` checks each image against the eager one (PSNR >= 35 dB).
+beyond bf16 rounding (`benchmarks/gpu.py` checks each image against the eager one, PSNR >= 35 dB), except `fp8`,
+which rounds the blocks' matmul inputs and weights to float8 (its error is measured in benchmarks/records/).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -28,6 +30,8 @@ GB = 1e9
 # (benchmarks/RESULTS.md): 4.6 GB at 480x832 and 9.2 GB at 1024x1024, where the decode dominates; the rest is slack
 # for the allocator and for what CUDA itself keeps on a card.
 LOW_MEMORY_HEADROOM_GB = 12.0
+FP8_MIN_CAPABILITY = (8, 9)  # float8 matrix instructions: Ada (8.9), Hopper (9.0) and later
+FP8_ALIGNMENT = 16  # torch._scaled_mm needs both sides of a float8 weight to be multiples of 16
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,13 @@ class PerformanceSettings:
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
     low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
     resident_gb: float = 0.0  # with low_memory: GB of transformer blocks kept on the GPU instead, split between them
+    fp8: bool = False  # torchao float8 dynamic quantisation (per-row scales) of the blocks' linear layers; no undo
 
     def __post_init__(self):
         if self.compile and self.low_memory:
             raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
+        if self.fp8 and self.low_memory:
+            raise ValueError("fp8 and low_memory cannot be combined: low_memory streams the bf16 layers as loaded")
         if not _is_finite_number(self.resident_gb) or self.resident_gb < 0:
             raise ValueError(f"resident_gb must be a number of GB >= 0, got {self.resident_gb!r}")
         if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
@@ -83,11 +90,30 @@ class PerformanceSettings:
             gpu_gb = torch.cuda.get_device_properties(device).total_memory / GB if torch.cuda.is_available() else 0.0
         return cls(low_memory=True, tf32=True, resident_gb=max(0.0, gpu_gb - LOW_MEMORY_HEADROOM_GB))
 
+    @classmethod
+    def fp8_for(cls, device: str | torch.device) -> PerformanceSettings:
+        """`fastest` with the blocks' linear layers in float8 (torchao, per-row scales): for GPUs with FP8 matrix
+        units (compute capability >= 8.9). ValueError, in one line, where it cannot run: on the CPU, on an older
+        GPU, or without torchao (the `gpu` extra)."""
+        device = torch.device(device)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise ValueError(f"the fp8 preset needs a CUDA GPU with FP8 (compute capability >= 8.9), not {device}")
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FP8_MIN_CAPABILITY:
+            raise ValueError(
+                f"the fp8 preset needs compute capability >= 8.9 (Ada, Hopper or later); "
+                f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}: use fastest"
+            )
+        if importlib.util.find_spec("torchao") is None:
+            raise ValueError("the fp8 preset needs torchao: pip install 'wan-t2i[gpu]' (or torchao)")
+        return replace(cls.fastest(device), fp8=True)
+
 
 PRESETS = {
     "default": PerformanceSettings.default_for,
     "fastest": PerformanceSettings.fastest,
     "low_memory": PerformanceSettings.low_memory_for,
+    "fp8": PerformanceSettings.fp8_for,
 }
 
 
@@ -131,6 +157,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
     if settings.vae_dtype is not None and components.vae.dtype != settings.vae_dtype:
         components.vae.to(settings.vae_dtype)
     for transformer in transformers_of(components):
+        if settings.fp8:
+            quantize_blocks_fp8(transformer)
+        elif is_quantized(transformer):
+            raise ValueError("this model's blocks are in fp8, which cannot be undone: load it again for other settings")
         if settings.compile:
             compile_blocks(transformer, mode=settings.compile_mode, fullgraph=settings.fullgraph)
         else:
@@ -236,6 +266,34 @@ def _graph_step_per_call(compiled: Callable) -> Callable:
 def _repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     names = set(getattr(transformer, "_repeated_blocks", None) or [])
     return [m for m in transformer.modules() if type(m).__name__ in names]
+
+
+def quantize_blocks_fp8(transformer: torch.nn.Module) -> None:
+    """torchao's float8 dynamic activation + weight quantisation with per-row scales (what diffusers' TorchAoConfig
+    calls "float8dq_e4m3_row") on every linear layer of the repeated blocks, in place; the embedders, the output
+    projection and layers whose sides are not multiples of 16 stay as they are. Quantised blocks are left alone."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    def fits(module: torch.nn.Module, _name: str) -> bool:
+        return (
+            isinstance(module, torch.nn.Linear)
+            and not _is_quantized_weight(module.weight)
+            and module.in_features % FP8_ALIGNMENT == 0
+            and module.out_features % FP8_ALIGNMENT == 0
+        )
+
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    for block in _repeated_blocks(transformer):
+        quantize_(block, config, filter_fn=fits)
+
+
+def is_quantized(transformer: torch.nn.Module) -> bool:
+    """Whether any of the transformer's weights is a torchao quantised tensor (`quantize_blocks_fp8` was applied)."""
+    return any(_is_quantized_weight(p) for p in transformer.parameters())
+
+
+def _is_quantized_weight(tensor: torch.Tensor) -> bool:
+    return type(tensor).__module__.startswith("torchao")
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
