@@ -10,6 +10,7 @@ from wan_t2i.constants import TEXT_LEN
 from wan_t2i.demo.scenes import vocabulary_note
 
 NAME = "wan-t2i demo (tiny)"
+TARGETS = {"flow_velocity": "eps - x0", "epsilon": "eps"}  # train.OBJECTIVES, as the card writes them
 
 
 def write_training_curves(path: Path, info: dict) -> None:
@@ -72,8 +73,10 @@ def write_model_card(out_dir: Path, info: dict, evaluation: str | None = None) -
         f"- **VAE**: L1 + MSE reconstruction + {r['kl_weight']:g} x KL (per-element mean), {r['vae_steps']} steps, "
         f"batch {r['vae_batch_size']}, AdamW lr {r['vae_lr']:g}; then frozen, and `latents_mean`/`latents_std` set "
         "to the per-channel statistics of the training set's posterior means.",
-        f"- **Student**: rectified flow on normalised latents, x_t = (1 - sigma) x0 + sigma eps, target eps - x0, "
-        f"timestep 1000 sigma, sigma = shift u / (1 + (shift - 1) u) with u ~ U(0, 1) and shift {r['shift']:g}; "
+        f"- **Student**: rectified flow on normalised latents, x_t = (1 - sigma) x0 + sigma eps, target "
+        f"{TARGETS[r.get('objective', 'flow_velocity')]}, "
+        f"timestep {r.get('timestep_scale', 1000):g} sigma, sigma = shift u / (1 + (shift - 1) u) with u ~ U(0, 1) "
+        f"and shift {r['shift']:g}; "
         f"text trimmed to its tokens and zero-padded to {TEXT_LEN} as in WanPipeline; {r['student_steps']} steps, "
         f"batch {r['batch_size']}, AdamW lr {r['lr']:g} (warm-up {r['warmup_steps']}, cosine), weight decay "
         f"{r['weight_decay']:g}, EMA {r['ema_decay']:g} (saved).",

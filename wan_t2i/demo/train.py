@@ -58,8 +58,15 @@ from wan_t2i.demo.scenes import (
     vocabulary_note,
 )
 from wan_t2i.demo.tokenizer import build_word_tokenizer, portable_tokenizer_class
+from wan_t2i.schedules import shift_sigmas
 
 MAX_SHARD_SIZE = "9MB"  # every bundle file stays under 10 MB
+# The student's regression target from the clean latents x0 and the noise eps. Wan's (and the demo's) is the flow
+# velocity; "epsilon" exists to train deliberately wrong students, on which `wan_t2i.doctor` is tested.
+OBJECTIVES = {
+    "flow_velocity": lambda x0, eps: eps - x0,
+    "epsilon": lambda x0, eps: eps,
+}
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,17 @@ class Recipe:
     ema_decay: float = 0.999  # the saved student is the EMA, with diffusers' EMA warm-up
     caption_dropout: float = 0.1  # captions replaced by "" so the student also learns the unconditional field
     shift: float = DEFAULT_SHIFT  # sigmas are drawn from the shifted grid the student is sampled on
+    objective: str = "flow_velocity"  # a key of OBJECTIVES; anything else makes a student Wan's samplers misread
+    timestep_scale: float = NUM_TRAIN_TIMESTEPS  # the student is given t = sigma * this; Wan's scale is 1000
     sampling_steps: int = 20  # for the guidance sweep and the bundle's defaults
     guidance_scales: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
     sweep_prompts: int = 96  # captions of fresh scenes scored per guidance scale
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not self.timestep_scale > 0:
+            raise ValueError(f"timestep_scale must be > 0, got {self.timestep_scale!r}")
 
 
 RECIPE = Recipe()
@@ -222,8 +237,10 @@ def train_student(
 ) -> dict[str, list[float]]:
     """Rectified flow on normalised latents (N, 16, 1, h, w): x_t = (1 - sigma) x0 + sigma eps, target v = eps - x0.
 
-    Leaves the EMA weights in `transformer`.
+    `recipe.objective` and `recipe.timestep_scale` change the target and the timestep the model is given (only to make
+    wrong students). Leaves the EMA weights in `transformer`.
     """
+    target_of = OBJECTIVES[recipe.objective]
     device = latents.device
     transformer.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(
@@ -241,12 +258,12 @@ def train_student(
         x0 = latents[torch.from_numpy(index).to(device)]
         eps = torch.randn_like(x0)
         u = torch.rand(len(x0), device=device)
-        sigma = recipe.shift * u / (1 + (recipe.shift - 1) * u)  # the shifted flow grid of the sampler
+        sigma = shift_sigmas(u, recipe.shift)  # the shifted flow grid of the sampler
         s = sigma.view(-1, 1, 1, 1, 1)
         x = (1 - s) * x0 + s * eps
         with _autocast(device):
-            v = transformer(x, sigma * NUM_TRAIN_TIMESTEPS, text, return_dict=False)[0]
-        loss = F.mse_loss(v.float(), eps - x0)
+            pred = transformer(x, sigma * recipe.timestep_scale, text, return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), target_of(x0, eps))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), recipe.grad_clip)
@@ -393,6 +410,7 @@ def train(
         "width": size,
         "negative_prompt": "",
         "resolutions": [[size, size]],
+        "public_max_side": 2 * size,  # what the app accepts from a request: twice the trained size at most
         "vocabulary_note": vocabulary_note(),
     }
     save_bundle(pipe, out_dir, defaults)
@@ -441,15 +459,20 @@ def main(argv: list[str] | None = None) -> int:
     recipe_flags = {
         "num_scenes": int, "vae_steps": int, "vae_batch_size": int, "vae_lr": float, "kl_weight": float,
         "student_steps": int, "batch_size": int, "lr": float, "warmup_steps": int, "sweep_prompts": int,
+        "timestep_scale": float,
     }  # fmt: skip
     for name, kind in recipe_flags.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help=f"default: {getattr(RECIPE, name)} (tiny: "
                             f"{getattr(TINY_RECIPE, name)})")  # fmt: skip
+    parser.add_argument("--objective", choices=list(OBJECTIVES), help="student target (default: flow_velocity, Wan's; "
+                        "epsilon trains a deliberately wrong student)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {name: getattr(args, name) for name in recipe_flags if getattr(args, name) is not None}
     for name, value in overrides.items():
         if value <= 0 and name != "warmup_steps":
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if args.objective is not None:
+        overrides["objective"] = args.objective
     recipe = replace(TINY_RECIPE if args.tiny else RECIPE, **overrides)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = train(
