@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Hashable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -313,11 +313,11 @@ def sample_many(
     noises: Sequence[torch.Tensor],
     *,
     samplers: Sequence[str],
-    steps: int,
-    shift: float,
+    steps: int | Sequence[int],
+    shift: float | Sequence[float],
     timesteps: Sequence[Timesteps] | None = None,
     models: Sequence[Hashable] | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
     callback: Callable[[int, list, list, list], None] | None = None,
 ) -> list[torch.Tensor]:
     """Run several samplers in lock-step from their own starting noise, at most one `model_fn` call per step.
@@ -335,12 +335,14 @@ def sample_many(
             `models` entry of the sampler each row belongs to (a list of B).
         noises: one starting tensor (b_k, C, F, H, W) per sampler; they may be the same tensor.
         samplers: names from `SAMPLERS`, one per noise.
-        steps, shift: the grid of every sampler not given explicit timesteps.
+        steps, shift: the grid of every sampler not given explicit timesteps; one value for all, or one per sampler
+            (a sweep's cells).
         timesteps: per sampler, explicit model timesteps (strictly decreasing, in 1..1000) that replace its grid of
             `steps` and `shift`, or None; legacy_ddim takes as many steps on its own grid.
         models: which model each sampler runs on (any hashable; default: one model for all).
         generator: a CPU generator for flow_lcm's fresh noise. Each flow_lcm sampler draws from its own copy of its
-            state, so it gives the same result alone or beside others; `generator` itself is left as it was.
+            state, so it gives the same result alone or beside others; `generator` itself is left as it was. One per
+            sampler where samplers start from different seeds.
         callback: called after each step with (i, t per sampler, x per sampler, x0_pred per sampler); the entries of a
             sampler that has finished are None.
 
@@ -355,9 +357,14 @@ def sample_many(
     timesteps = [None] * len(samplers) if timesteps is None else list(timesteps)
     if len(timesteps) != len(samplers):
         raise ValueError(f"need timesteps (or None) per sampler, got {len(timesteps)} for {len(samplers)} samplers")
-    for name, ts in zip(samplers, timesteps, strict=True):
-        validate_sampling_args(name, steps, shift, ts)
-    solvers = [make_solver(name, steps, shift, ts, generator) for name, ts in zip(samplers, timesteps, strict=True)]
+    steps, shift, generators = (
+        _per_sampler(value, len(samplers), what)
+        for value, what in ((steps, "steps"), (shift, "shift"), (generator, "generator"))
+    )
+    branches = list(zip(samplers, steps, shift, timesteps, generators, strict=True))
+    for name, n, s, ts, _ in branches:
+        validate_sampling_args(name, n, s, ts)
+    solvers = [make_solver(name, n, s, ts, g) for name, n, s, ts, g in branches]
     floats = {id(noise): noise.float() for noise in noises}  # one tensor per distinct noise: shared x stays shared
     xs = [floats[id(noise)] for noise in noises]
     # Every step's timesteps go to the device at once: a copy per step would make the host wait for the GPU.
@@ -394,6 +401,15 @@ def sample_many(
                 x0_preds,
             )
     return xs
+
+
+def _per_sampler(value: Any, count: int, what: str) -> list:
+    """`value` for each of `count` samplers: a list or tuple of `count` values as it is, anything else repeated."""
+    if isinstance(value, list | tuple):
+        if len(value) != count:
+            raise ValueError(f"need one {what} per sampler, got {len(value)} for {count} samplers")
+        return list(value)
+    return [value] * count
 
 
 def sample(
