@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         "--lowmem", default=None,
         help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
     )  # fmt: skip
+    parser.add_argument("--skip", default="", help="comma-separated measurements to leave out, by the part of their "
+                        "key after the model and size, e.g. ours_warm,floor_b4,pair,fp8_pair,fp8cap_pair (to fit a "
+                        "time limit; each is listed in the record's skipped)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
     parser.add_argument("--results-md", type=Path, default=None, help="with --render: where (default: beside it)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
@@ -154,7 +157,8 @@ def start_bench(
     meta = environment(args.smoke, scale.steps, shlex.join(["python", "-m", "benchmarks.gpu", *argv]), commit, dirty)
     wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
-    return Bench(scale, sections, wanted, record, budget_s, meta)
+    skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 
 def run_sections(bench: Bench) -> None:

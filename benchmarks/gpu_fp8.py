@@ -99,6 +99,8 @@ def capped_runs(pipe: WanT2IPipeline, bench: Bench, size: tuple[int, int], gpu_g
     result = {"gpu_gb": gpu_gb, "resident_gb": allocated_gb()}
     with memory_cap(gpu_gb, "cuda"):
         for name, samplers in (("one", ("flow_unipc",)), ("pair", PAIR)):
+            if bench.skipped(f"fp8cap_{name}"):
+                continue
             reset_peak()
             try:
                 seconds, _ = timed(lambda: run_ours(pipe, bench.prompts(), size, bench.scale.steps, samplers))  # noqa: B023
@@ -106,7 +108,7 @@ def capped_runs(pipe: WanT2IPipeline, bench: Bench, size: tuple[int, int], gpu_g
             except torch.OutOfMemoryError as err:
                 result[name] = {"error": "out of memory", "peak_gb": peak_gb(), "detail": str(err)[:300]}
                 reset_peak()
-    result["peak_gb"] = max((r.get("peak_gb") or 0.0) for r in (result["one"], result["pair"]))
+    result["peak_gb"] = max((result[name].get("peak_gb") or 0.0) for name in ("one", "pair") if name in result)
     return result
 
 

@@ -146,11 +146,14 @@ def logging_to(path: Path) -> Iterator[None]:
 class Bench:
     """Results, the time budget, and the record folder they are written to after every measurement."""
 
-    def __init__(self, scale: Scale, sections: list[str], wanted, record: Path, budget_s: float, meta: dict):
+    def __init__(
+        self, scale: Scale, sections: list[str], wanted, record: Path, budget_s: float, meta: dict, skip=frozenset()
+    ):
         self.scale, self.sections, self.wanted, self.record = scale, sections, wanted, record
+        self.skip = set(skip)  # measurements left out by name (the key's last part), as --skip asks
         self.budget_s = budget_s  # seconds from start-up after which no measurement starts; inf: none
         self.start = time.perf_counter()
-        self.results: dict = {"meta": meta, "items": {}, "errors": [], "skipped": []}
+        self.results: dict = {"meta": meta | {"skip": sorted(self.skip)}, "items": {}, "errors": [], "skipped": []}
         self.prompts = Prompts()
         self.references: dict[tuple[str, tuple[int, int]], dict] = {}  # eager images and forward, per model and size
         record.mkdir(parents=True, exist_ok=True)
@@ -165,6 +168,10 @@ class Bench:
         wanted = self.wanted
         return [s for s in self.scale.resolutions[model] if wanted is None or {(None, s), (model, s)} & wanted]
 
+    def skipped(self, key: str) -> bool:
+        """Whether --skip names this measurement: `14b@1024x1024/ours_warm` by `ours_warm`."""
+        return key.rpartition("/")[2] in self.skip
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
@@ -176,6 +183,10 @@ class Bench:
 
     def item(self, section: str, key: str, fn: Callable[[], dict], need_s: float = 0.0) -> dict | None:
         """Run one measurement, record it (or its error: OOM included), save; skip it if the budget is spent."""
+        if self.skipped(key):
+            log(f"skip {key}: --skip")
+            self.results["skipped"].append(key)
+            return None
         if not self.allows(section, need_s):
             log(f"skip {key}: {self.elapsed():.0f} s of {self.budget_s:.0f} s used, {need_s:.0f} s needed")
             self.results["skipped"].append(key)
