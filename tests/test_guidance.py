@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_transformer
 
-from wan_t2i.guidance import Experts, guided_model_fn, run_transformer
+from wan_t2i.guidance import Experts, Row, guided_model_fn, run_transformer
 
 BOUNDARY = 0.875
 
@@ -95,3 +95,26 @@ def test_one_forward_per_module_per_step_and_no_unconditional_rows_without_guida
         assert student_calls == [4] and high_calls == [] and low_calls == [1]
         guided_model_fn(experts, cond, None, (1.0, 1.0))(x, torch.tensor([999] * 3), ["wan22"] * 3)
         assert high_calls == [3]
+
+
+def test_rows_with_their_own_guidance_equal_separate_batches(experts):
+    """A sweep's batch: rows keyed by Row(model, guidance) each get their own scales, in one forward per module."""
+    generator = torch.Generator().manual_seed(1)
+    cond, uncond = torch.randn(1, 12, 32, generator=generator), torch.randn(1, 12, 32, generator=generator)
+    keys = [Row("student", (1.0, 1.0)), Row("student", (4.0, 4.0)), Row("wan22", (2.0, 6.0)), "student"]
+    x = torch.randn(len(keys), 16, 1, 4, 6, generator=generator)
+    t = torch.tensor([999, 500, 300, 700])
+    calls = []
+    counted(experts["student"].high, calls)
+    try:
+        with torch.no_grad():
+            batched = guided_model_fn(experts, cond, uncond, (3.0, 3.0))(x, t, keys)
+            batched_calls = list(calls)
+            for r, key in enumerate(keys):
+                model, guidance = (key.model, key.guidance) if isinstance(key, Row) else (key, (3.0, 3.0))
+                alone = reference_model_fn(experts, cond, uncond, guidance)(x[r : r + 1], t[r : r + 1], [model])
+                torch.testing.assert_close(batched[r : r + 1], alone, atol=2e-5, rtol=1e-4)
+    finally:
+        del experts["student"].high.forward  # back to the class's forward
+    # the student's three rows and the unconditional twins of its two guided ones: one forward of five rows
+    assert batched_calls == [5]

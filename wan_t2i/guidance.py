@@ -37,6 +37,17 @@ class Experts:
         return self.high, guidance[0]
 
 
+@dataclass(frozen=True)
+class Row:
+    """A row key with its own guidance scales, for batches whose rows differ in guidance (a sweep's cells).
+
+    `model_fn`'s row_models entries are a model name (the batch's guidance) or a Row.
+    """
+
+    model: Hashable  # a key of the experts mapping: "student" or "teacher"
+    guidance: tuple[float, float]  # (high-noise or only expert's scale, low-noise expert's scale)
+
+
 def run_transformer(module: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     """One diffusers WanTransformer3DModel forward: x (B, C, F, H, W), t (B,), context (B, L, D) -> float32."""
     return module(
@@ -59,7 +70,8 @@ def guided_model_fn(
         experts: the transformers of each model a row may name ("student", "teacher").
         cond, uncond: text embeddings (1, L, D) of the prompt and the negative prompt; `uncond` None when no expert
             is guided.
-        guidance: (high-noise or only expert's scale, low-noise expert's scale); 1 disables guidance there.
+        guidance: (high-noise or only expert's scale, low-noise expert's scale); 1 disables guidance there. A row
+            whose key is a `Row` takes the Row's instead.
     """
     # Index tensors and guidance scales repeat from step to step: each is made on the device once, because
     # making one (or indexing with a Python list) copies from the host and waits for the GPU to catch up.
@@ -78,7 +90,10 @@ def guided_model_fn(
     def model_fn(x: torch.Tensor, t: torch.Tensor, row_models: list[Hashable]) -> torch.Tensor:
         # Expert routing needs the timesteps on the host: one read per step, for two-expert models only.
         t_host = t.tolist() if two_experts else [None] * len(x)
-        routes = [experts[model].route(t_r, guidance) for model, t_r in zip(row_models, t_host, strict=True)]
+        routes = [
+            experts[key.model].route(t_r, key.guidance) if isinstance(key, Row) else experts[key].route(t_r, guidance)
+            for key, t_r in zip(row_models, t_host, strict=True)
+        ]
         g_values = tuple(g for _, g in routes)
         guided = [r for r, g in enumerate(g_values) if g != 1 and uncond is not None]
         rows = list(range(len(x))) + guided  # conditional rows, then the unconditional twins of guided rows

@@ -7,23 +7,47 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
 from wan_t2i.constants import TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
-from wan_t2i.guidance import Experts, guided_model_fn
+from wan_t2i.guidance import Experts, Row, guided_model_fn
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components, resolve_device
 from wan_t2i.performance import apply, preset
+from wan_t2i.previews import WAN21_FACTORS, LatentRGB
 from wan_t2i.request import MAX_SEED, GenerationRequest, ModelSpec
 from wan_t2i.samplers import sample_many
+from wan_t2i.values import is_integer
+
+if TYPE_CHECKING:
+    from wan_t2i.sweep import Sweep
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
+# (steps done, steps in all, {label: preview of each branch's predicted clean image}), every `preview_every` steps
+PreviewCallback = Callable[[int, int, dict[str, Image.Image]], None]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One trajectory of the denoising loop: a sampler on a model from a noise tensor, with its grid and guidance.
+
+    A request's branches share the request's grid, guidance and noise; a sweep's cells each bring their own.
+    """
+
+    sampler: str
+    model: str  # "student" or "teacher"
+    steps: int
+    shift: float
+    timesteps: tuple[int, ...] | None
+    guidance: tuple[float, float]
+    noise: torch.Tensor  # (1, C, 1, h, w); branches from one seed share the tensor, and so their first evaluation
+    generator: torch.Generator | None = None  # flow_lcm's fresh noise, continuing the seed's stream
 
 
 @dataclass
@@ -46,6 +70,8 @@ class Generation:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)  # encode, denoise, decode, total (seconds)
     request: GenerationRequest | None = None  # what was rendered, with the seed used
+    # label -> [(step, preview)] of the predicted clean image, where previews were asked for (`preview_every`)
+    previews: dict[str, list[tuple[int, Image.Image]]] = field(default_factory=dict)
 
     def __getitem__(self, label: str) -> SamplerResult:
         return self.results[label]
@@ -134,10 +160,21 @@ class WanT2IPipeline:
     # The call, in stages ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(
-        self, request: GenerationRequest | str, /, *, progress: Progress | None = None, **settings: Any
+        self,
+        request: GenerationRequest | str,
+        /,
+        *,
+        progress: Progress | None = None,
+        preview_every: int | None = None,
+        on_preview: PreviewCallback | None = None,
+        **settings: Any,
     ) -> Generation:
         """Render a request: each sampler (on the student, or the teacher where the request says so) from the same
         seeded noise and the same text embeddings.
+
+        `preview_every` k: every k steps (and at the last) a cheap preview of each branch's predicted clean image
+        (`wan_t2i.previews`, the model's latent -> RGB map), passed to `on_preview` and kept in
+        `Generation.previews`; none by default, and then nothing is computed for them.
 
         `request` is a GenerationRequest, or a prompt with `settings` as for `request()`. Branches on one model share
         one transformer forward per step, and the first step's evaluation (every grid starts at t = 999);
@@ -165,7 +202,12 @@ class WanT2IPipeline:
         noise = self.prepare_noise(request, generator)
 
         # 3. Denoise every branch in lock-step from that noise (flow_lcm's fresh noise continues the seeded stream).
-        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator)
+        recorder = (
+            Previews(self.preview_map(), preview_every, request.labels(), on_preview, self.vae_scale)
+            if preview_every
+            else None
+        )
+        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator, recorder)
         denoised = self._clock()
 
         # 4. Decode one frame per branch.
@@ -174,7 +216,21 @@ class WanT2IPipeline:
 
         # 5. Package each branch with its parameters, diagnostics and share of the time.
         timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": end - denoised}
-        return self._package(request, latents, images, diagnostics, timings | {"total": end - start})
+        generation = self._package(request, latents, images, diagnostics, timings | {"total": end - start})
+        generation.previews = recorder.frames if recorder else {}
+        return generation
+
+    def sweep(self, request: GenerationRequest | str, axes: dict[str, Sequence], **options: Any) -> Sweep:
+        """Every combination of `axes` (sampler, shift, steps, guidance, seed, model, timesteps: lists of values)
+        over `request` or a prompt, rendered together; see `wan_t2i.sweep.run_sweep` for `options`.
+
+        Returns a Sweep: its cells (each its parameters, image, diagnostics, seconds), `grid()` and `write()`.
+        """
+        from wan_t2i.sweep import run_sweep
+
+        if not isinstance(request, GenerationRequest):
+            request = self.request(request)
+        return run_sweep(self, request, axes, **options)
 
     @torch.inference_mode()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -216,33 +272,68 @@ class WanT2IPipeline:
         uncond: torch.Tensor | None,
         progress: Progress | None = None,
         generator: torch.Generator | None = None,
+        previews: Previews | None = None,
     ) -> tuple[list[torch.Tensor], list[Diagnostics]]:
         """Every branch of `request` from `noise`; returns the final latents and the diagnostics per branch.
 
         `generator` (CPU) seeds flow_lcm's fresh noise: each flow_lcm branch draws from its own copy of its state.
         """
-        diagnostics = [Diagnostics() for _ in request.samplers]
+        guidance = (request.guidance_scale, request.guidance_scale_2)
+        branches = [
+            Branch(sampler, model, request.steps, request.shift, request.timesteps or None, guidance, noise, generator)
+            for sampler, model in zip(request.samplers, request.models, strict=True)
+        ]
+        return self.denoise_branches(branches, cond, uncond, guidance, progress, previews)
+
+    def denoise_branches(
+        self,
+        branches: Sequence[Branch],
+        cond: torch.Tensor,
+        uncond: torch.Tensor | None,
+        guidance: tuple[float, float],
+        progress: Progress | None = None,
+        previews: Previews | None = None,
+    ) -> tuple[list[torch.Tensor], list[Diagnostics]]:
+        """The one denoising loop (`samplers.sample_many`) over any branches: a request's, or a sweep's cells.
+
+        Branches whose guidance is not `guidance` run with their own (`guidance.Row` keys), in the same forwards.
+        """
+        diagnostics = [Diagnostics() for _ in branches]
+        total = max(len(b.timesteps) if b.timesteps else b.steps for b in branches)
 
         def each_step(i: int, ts: list, xs: list, x0s: list) -> None:
             for k, diag in enumerate(diagnostics):
-                if xs[k] is not None:  # None once a branch has finished (every branch of a request has the same steps)
+                if xs[k] is not None:  # None once a branch has finished
                     diag.record_step(ts[k], xs[k], x0s[k])
+            if previews is not None:
+                previews.record(i + 1, total, x0s)
             if progress is not None:
-                progress(i + 1, request.steps)
+                progress(i + 1, total)
 
-        guidance = (request.guidance_scale, request.guidance_scale_2)
+        keys = [b.model if b.guidance == guidance else Row(b.model, b.guidance) for b in branches]
         latents = sample_many(
             guided_model_fn(self.experts, cond, uncond, guidance),
-            [noise] * len(request.samplers),
-            samplers=request.samplers,
-            steps=request.steps,
-            shift=request.shift,
-            timesteps=[request.timesteps or None] * len(request.samplers),
-            models=request.models,
-            generator=generator,
+            [b.noise for b in branches],
+            samplers=[b.sampler for b in branches],
+            steps=[b.steps for b in branches],
+            shift=[b.shift for b in branches],
+            timesteps=[b.timesteps for b in branches],
+            models=keys,
+            generator=[b.generator for b in branches],
             callback=each_step,
         )
         return latents, diagnostics
+
+    def preview_map(self) -> LatentRGB:
+        """The model's latent -> RGB preview map: its bundle's own, else the Wan 2.1 VAE's published one."""
+        if self.defaults.latent_rgb:
+            return LatentRGB.from_dict(self.defaults.latent_rgb)
+        if self.z_dim == len(WAN21_FACTORS):
+            return LatentRGB.wan21()
+        raise ValueError(
+            f"no latent -> RGB preview map for this VAE ({self.z_dim} latent channels): fit one with "
+            "wan_t2i.previews.fit_latent_rgb and store it as latent_rgb in the model's wan_t2i.json"
+        )
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
@@ -290,3 +381,36 @@ class WanT2IPipeline:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+class Previews:
+    """Step previews of each branch's predicted clean image, every `every` steps and at the last."""
+
+    def __init__(
+        self,
+        latent_rgb: LatentRGB,
+        every: int,
+        labels: Sequence[str],
+        on_preview: PreviewCallback | None = None,
+        scale: int = 8,
+    ):
+        """`scale`: the VAE's stride, so that a preview has the image's size."""
+        if not is_integer(every) or every < 1:
+            raise ValueError(f"preview_every must be a whole number of steps >= 1, got {every!r}")
+        self.latent_rgb, self.every, self.labels, self.on_preview = latent_rgb, every, list(labels), on_preview
+        self.scale = scale
+        self.frames: dict[str, list[tuple[int, Image.Image]]] = {label: [] for label in self.labels}
+
+    def record(self, step: int, total: int, x0s: Sequence[torch.Tensor | None]) -> None:
+        if step % self.every and step != total:
+            return
+        live = [(label, x0) for label, x0 in zip(self.labels, x0s, strict=True) if x0 is not None]
+        if not live:
+            return
+        images = self.latent_rgb.images(torch.cat([x0 for _, x0 in live]), self.scale)
+        shown = {}
+        for (label, _), image in zip(live, images, strict=True):
+            self.frames[label].append((step, image))
+            shown[label] = image
+        if self.on_preview is not None:
+            self.on_preview(step, total, shown)
