@@ -44,3 +44,55 @@ def test_filmstrip_lays_out_one_row_per_sampler_with_a_cell_per_preview():
     assert sheet.height == 2 * (32 + 16 + 4) and sheet.width == 150 + 3 * (32 + 4)
     gray = tuple(round((b + 1) * 127.5) for b in wan.bias)  # zero latents preview as the bias colour
     assert sheet.getpixel((150 + 10, 16 + 10)) == tuple(max(0, min(255, v)) for v in gray)
+
+
+def test_a_20_step_ab_keeps_previews_of_the_predicted_clean_image(demo_pipe):
+    import numpy as np
+
+    request = demo_pipe.request("A serene lake at sunset", samplers=["legacy_ddim", "flow_unipc"], seed=4, steps=20)
+    seen = []
+    generation = demo_pipe.generate(
+        request, preview_every=5, on_preview=lambda i, n, shown: seen.append((i, n, *shown))
+    )
+    assert seen == [(i, 20, "legacy_ddim", "flow_unipc") for i in (5, 10, 15, 20)]
+    assert {label: [step for step, _ in frames] for label, frames in generation.previews.items()} == {
+        "legacy_ddim": [5, 10, 15, 20],
+        "flow_unipc": [5, 10, 15, 20],
+    }
+    latent_rgb = demo_pipe.preview_map()
+    # flow_unipc's last prediction is its final latents: the last preview is the map applied to them
+    last = generation.previews["flow_unipc"][-1][1]
+    expected = latent_rgb.images(generation["flow_unipc"].latents, demo_pipe.vae_scale)[0]
+    assert np.array_equal(np.asarray(last), np.asarray(expected))
+    assert last.size == generation["flow_unipc"].image.size
+
+    # the legacy loop's predicted clean image is off the map from the first preview: most of it clipped
+    def clipped(image):
+        return float((np.asarray(image) % 255 == 0).mean())
+
+    assert clipped(generation.previews["legacy_ddim"][0][1]) > 0.3 > clipped(generation.previews["flow_unipc"][0][1])
+    plain = demo_pipe.generate(request)  # previews change nothing in what is rendered
+    for label in plain.results:
+        assert torch.equal(plain[label].latents, generation[label].latents)
+    strip = filmstrip(generation.previews)
+    assert strip.height >= 2 * last.height and strip.width >= 4 * last.width
+
+
+def test_preview_every_must_be_a_whole_number_of_steps(demo_pipe):
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="preview_every must be a whole number of steps >= 1"):
+            demo_pipe.generate("A lake", steps=2, seed=1, preview_every=bad)
+
+
+def test_the_cli_writes_a_filmstrip_per_comparison(tmp_path, capsys):
+    from PIL import Image
+
+    from wan_t2i.cli import main
+
+    out = tmp_path / "ab.png"
+    argv = ["--prompt", "A lake at dawn", "--compare", "--seed", "1", "--num_inference_steps", "6",
+            "--preview_every", "2", "--device", "cpu", "--output_path", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    strip = Image.open(tmp_path / "ab_previews.png")
+    assert "previews" in capsys.readouterr().out
+    assert strip.height > 2 * 256 and strip.width > 3 * 256  # two samplers, three previews of 256 x 256

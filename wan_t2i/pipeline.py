@@ -190,6 +190,9 @@ class WanT2IPipeline:
             request = self.request(request, **settings)
         if request.seed is None:
             request = request.with_seed(secrets.randbelow(MAX_SEED + 1))
+        recorder = None  # previews, only where asked for: a run without them computes none
+        if preview_every is not None:
+            recorder = Previews(self.preview_map(), preview_every, request.labels(), on_preview, self.vae_scale)
         start = time.perf_counter()
 
         # 1. Encode the prompt, and the negative prompt where an expert is guided.
@@ -202,11 +205,6 @@ class WanT2IPipeline:
         noise = self.prepare_noise(request, generator)
 
         # 3. Denoise every branch in lock-step from that noise (flow_lcm's fresh noise continues the seeded stream).
-        recorder = (
-            Previews(self.preview_map(), preview_every, request.labels(), on_preview, self.vae_scale)
-            if preview_every
-            else None
-        )
         latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator, recorder)
         denoised = self._clock()
 
