@@ -8,10 +8,12 @@ import pytest
 import torch
 from analytic import exact_endpoint, gaussian_velocity
 
+from wan_t2i import choices
 from wan_t2i.constants import BOUNDARY_RATIO, NUM_TRAIN_TIMESTEPS, PATCH_SIZE, TEXT_LEN, VAE_STRIDE
 from wan_t2i.loading import ModelDefaults
 from wan_t2i.samplers import (
     SAMPLERS,
+    SOLVERS,
     FlowUniPCSolver,
     LegacyDDIMSolver,
     flow_schedule,
@@ -222,6 +224,12 @@ def test_bad_arguments_raise_actionable_errors(kwargs, message):
     with pytest.raises(ValueError) as error:
         sample(lambda x, t: x, torch.zeros(1, 1, 1, 1, 1), **args)
     assert str(error.value) == message
+
+
+def test_every_name_the_cli_and_app_offer_has_a_solver_and_a_note():
+    """The names live in wan_t2i.choices (no torch); the solvers here must cover exactly those names."""
+    assert SAMPLERS is choices.SAMPLERS and list(SOLVERS) == list(SAMPLERS) == list(choices.SAMPLER_NOTES)
+    assert all(choices.SAMPLER_NOTES[name].strip() and "\n" not in choices.SAMPLER_NOTES[name] for name in SAMPLERS)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

@@ -5,7 +5,15 @@ errors take a fraction of a second; `wan_t2i.samplers`, `wan_t2i.performance` an
 names (tests/test_cli.py checks that they agree).
 """
 
-# the samplers `wan_t2i.samplers` implements
-SAMPLERS = ("flow_unipc", "flow_dpmpp", "flow_euler", "flow_lcm", "legacy_ddim")
+# The samplers `wan_t2i.samplers` implements (it imports this tuple: one definition), each with a line on what it is
+# for, shown by the CLI's --help and the app's labels; docs/samplers.md has the table.
+SAMPLER_NOTES = {
+    "flow_unipc": "Wan's flow UniPC (its default)",
+    "flow_dpmpp": "Wan's second solver (dpm++)",
+    "flow_euler": "flow Euler (first order)",
+    "flow_lcm": "few-step students (LCM: fresh noise each step)",
+    "legacy_ddim": "the original loop (reads velocity as noise)",
+}
+SAMPLERS = tuple(SAMPLER_NOTES)
 PRESETS = ("default", "fastest", "low_memory", "fp8")  # the keys of `wan_t2i.performance.PRESETS`
 DTYPES = ("bf16", "fp16", "fp32")  # what `wan_t2i.loading.parse_dtype` reads (it also takes the long names)

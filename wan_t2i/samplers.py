@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+from wan_t2i.choices import SAMPLERS  # the names: defined once, where the CLI reads them without torch
 from wan_t2i.constants import NUM_TRAIN_TIMESTEPS
 from wan_t2i.schedules import (
     MAX_STEPS,
@@ -30,8 +31,6 @@ from wan_t2i.schedules import (
     timesteps_schedule,
 )
 from wan_t2i.values import is_finite_number, is_integer
-
-SAMPLERS = ("flow_unipc", "flow_dpmpp", "flow_euler", "flow_lcm", "legacy_ddim")
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchModelFn = Callable[[torch.Tensor, torch.Tensor, list[Hashable]], torch.Tensor]  # (x, t, model of each row)
