@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from analytic import exact_endpoint, gaussian_velocity
+from analytic import FIELDS, exact_endpoint, gaussian_velocity
 
 from wan_t2i import choices
 from wan_t2i.constants import BOUNDARY_RATIO, NUM_TRAIN_TIMESTEPS, PATCH_SIZE, TEXT_LEN, VAE_STRIDE
@@ -48,6 +48,27 @@ def test_flow_schedule_matches_wan_bit_for_bit(name):
     assert timesteps.dtype == torch.int64
     assert timesteps.tolist() == reference["timesteps"]
     assert torch.equal(sigmas, torch.tensor(reference["sigmas"], dtype=torch.float32))
+
+
+# Final latents of Wan's own FlowUniPCMultistepScheduler in Wan's loop on the analytic fields: produced by
+# tests/data/make_wan_unipc_reference.py, which runs wan/utils/fm_solvers_unipc.py from a Wan checkout.
+UNIPC_RUNS = json.loads((Path(__file__).parent / "data" / "wan_unipc_reference.json").read_text())
+
+
+@pytest.mark.parametrize("field", list(FIELDS))
+@pytest.mark.parametrize("name", list(UNIPC_RUNS["runs"]))
+def test_final_latents_match_wans_own_unipc_scheduler(name, field):
+    run, seen = UNIPC_RUNS["runs"][name], []
+    noise = torch.tensor(UNIPC_RUNS["noise"]).view(1, *UNIPC_RUNS["latent_shape"])  # (B, C, F, H, W)
+
+    def model_fn(x, t):
+        seen.append(int(t[0]))
+        return FIELDS[field](x, t)
+
+    result = sample(model_fn, noise, sampler="flow_unipc", steps=run["steps"], shift=run["shift"])
+    assert seen == run["timesteps"]  # Wan's integer timesteps, one model call per step
+    expected = torch.tensor(run[f"final_{field}"]).view_as(result)
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=0)  # measured: at most 8.3e-7 (50 steps, shift 1)
 
 
 def test_constants_and_defaults_are_the_ones_wan_ships():
