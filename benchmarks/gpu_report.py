@@ -164,7 +164,7 @@ def write_results_md(results: dict, path: Path) -> None:
     lines += [row for key, value in items.items() if (row := other_row(items, key, value))]
     lines += target_lines(items, ratios)
     if results["skipped"]:
-        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}."]
+        lines += ["", f"Skipped (time budget, or --skip): {', '.join(results['skipped'])}."]
     if results["errors"]:
         lines += ["", "Errors: " + "; ".join(f"{e['item']}: {items.get(e['item'], {}).get('error')}" for e in
                                               results["errors"])]  # fmt: skip

@@ -320,7 +320,7 @@ def test_benchmark_parts_on_cpu(tmp_path):
     assert "| 1.3B one image <= 0.5x stock | 0.400 | yes |" in text
     assert "| 1.3B A/B pair <= 1.3x one image | 1.500 | NO |" in text
     assert "| low-memory 14B at 480x832 under 20 GB | 13.000 | yes |" in text
-    assert "| 14b@1024x1024 | OOM | 8.000 |" in text and "Skipped (time budget): ttfi/1.3b@480x832" in text
+    assert "| 14b@1024x1024 | OOM | 8.000 |" in text and "Skipped (time budget, or --skip): ttfi/1.3b@480x832" in text
     assert "| 14B fp8 one image <= 0.65x stock with the same knobs | 0.600 | yes |" in text
     assert "| 14B pair / one <= its bare loops' ratio + 0.1 | 0.109 | NO |" in text  # 13.5 / 7.9 - 1.6
     assert (
@@ -329,6 +329,19 @@ def test_benchmark_parts_on_cpu(tmp_path):
     assert "resident 40.1 GB; one 5.00 s, peak 46.0 GB; pair OOM, peak 47.9 GB |" in text
     assert "Code: commit 0123456789ab.\n" in text  # no `dirty` key: nothing said about uncommitted changes
     json.dumps(clean(results))  # infinities become strings
+
+
+def test_skip_leaves_named_measurements_out(tmp_path):
+    from benchmarks.gpu_models import SMOKE
+    from benchmarks.gpu_record import Bench
+
+    bench = Bench(SMOKE, ["14b"], None, tmp_path, math.inf, {"device": "test"}, skip={"ours_warm", "fp8cap_pair"})
+    ran = []
+    assert bench.item("14b", "14b@64x64/ours_warm", lambda: ran.append(1) or {}) is None
+    assert bench.item("14b", "14b@64x64/ours", lambda: ran.append(2) or {"median_s": 1.0}) == {"median_s": 1.0}
+    assert ran == [2] and bench.results["skipped"] == ["14b@64x64/ours_warm"]
+    assert bench.skipped("fp8cap_pair") and not bench.skipped("fp8cap_one")
+    assert bench.results["meta"]["skip"] == ["fp8cap_pair", "ours_warm"]
 
 
 def test_record_folders_are_named_for_the_device():
