@@ -77,3 +77,20 @@ def test_the_demo_model_is_scored_for_adherence_from_the_command_line(tmp_path, 
     assert by_sampler["flow_unipc"]["adherence"]["mean"] > by_sampler["legacy_ddim"]["adherence"]["mean"]
     assert "adherence" in (out / "summary.md").read_text()
     assert main(argv) == 0 and "0 cells rendered, 2 already done" in capsys.readouterr().out
+
+
+def test_the_demo_evaluation_is_one_use_of_the_runner(demo_pipe, tmp_path):
+    from wan_t2i.demo.analyzer import analyze_image, attribute_matches
+    from wan_t2i.demo.evaluate import score_sampler_runs
+    from wan_t2i.demo.scenes import requested_attributes
+
+    prompts = ["A serene lake at sunset", "snowy peaks under a night sky"]
+    rows = score_sampler_runs(demo_pipe, prompts, [3], ["legacy_ddim", "flow_unipc"], tmp_path, steps=6)
+    assert len(list((tmp_path / "cells").iterdir())) == 4
+    for name in ("legacy_ddim", "flow_unipc"):
+        for prompt, row in zip(prompts, rows[name], strict=True):
+            result = demo_pipe.generate(prompt, samplers=[name], seed=3, steps=6)[name]
+            assert row["matches"] == attribute_matches(requested_attributes(prompt), analyze_image(result.image))
+            assert row["std_ratio"] == pytest.approx(result.diagnostics.std_ratio, rel=1e-3)
+    again = score_sampler_runs(demo_pipe, prompts, [3], ["legacy_ddim", "flow_unipc"], tmp_path, steps=6)
+    assert again == rows  # resumed from the folder: nothing rendered twice, the same rows

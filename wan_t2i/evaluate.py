@@ -43,13 +43,16 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def cell_id(prompt_index: int, values: dict[str, Any]) -> str:
-    """A stable name for a cell: its prompt's index, its axis values, and a short hash that keeps names unique."""
+def cell_id(prompt_index: int, cell: Any) -> str:
+    """A stable name for a cell: its prompt's index and axis values, and a hash of its whole request (prompt and
+    settings), so that a rerun with other settings into the same folder renders anew instead of skipping."""
+    from dataclasses import asdict
+
     from wan_t2i.sweep import _slug
 
-    text = "_".join(f"{k}-{_slug(v)}" for k, v in values.items())
-    digest = hashlib.sha1(json.dumps([prompt_index, values], sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"p{prompt_index:04d}_{text}_{digest}"[:180]
+    text = "_".join(f"{k}-{_slug(v)}" for k, v in cell.values.items())
+    digest = hashlib.sha1(json.dumps(asdict(cell.request), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"p{prompt_index:04d}_{text}"[:160] + f"_{digest}"
 
 
 def rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -110,7 +113,7 @@ def run(
             plan.append((len(plan), p, cell))
     mine = [(p, cell) for index, p, cell in plan if index % world_size == rank]
     done = done_cells(out)
-    todo = [(p, cell) for p, cell in mine if cell_id(p, cell.values) not in done]
+    todo = [(p, cell) for p, cell in mine if cell_id(p, cell) not in done]
     counts = {"cells": len(plan), "this_rank": len(mine), "skipped": len(mine) - len(todo), "rendered": 0}
     with (
         open(out / RESULTS / f"rank{rank}.jsonl", "a") as results,
@@ -120,7 +123,7 @@ def run(
             cells = [cell for q, cell in todo if q == p]
             render_cells(pipe, cells, max_rows=max_rows)
             for cell in cells:
-                identifier = cell_id(p, cell.values)
+                identifier = cell_id(p, cell)
                 row = {"id": identifier, "prompt_index": p, "prompt": prompts[p]} | cell.row()
                 if score:
                     row |= adherence(prompts[p], cell.image)
@@ -139,15 +142,16 @@ def is_demo(pipe: Any) -> bool:
 
 
 def adherence(prompt: str, image: Any) -> dict[str, Any]:
-    """The demo analyzer's reading of `image` against what `prompt` asks for: the share of attributes right."""
+    """The demo analyzer's reading of `image` against what `prompt` asks for: per attribute whether it is right
+    (`matches`), and the share right (`adherence`)."""
     from wan_t2i.demo.analyzer import analyze_image, attribute_matches
     from wan_t2i.demo.scenes import requested_attributes
 
     requested = requested_attributes(prompt)
     if not requested:
-        return {"adherence": None}
+        return {"adherence": None, "matches": {}}
     matches = attribute_matches(requested, analyze_image(image))
-    return {"adherence": sum(matches.values()) / len(matches)}
+    return {"adherence": sum(matches.values()) / len(matches), "matches": matches}
 
 
 def merge(out: Path, axes: Sequence[str]) -> dict[str, Any]:

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm.auto import tqdm
 
 from wan_t2i.choices import PRESETS
-from wan_t2i.demo.analyzer import analyze_image, attribute_matches, validate_analyzer
-from wan_t2i.demo.scenes import held_out_prompts, requested_attributes
+from wan_t2i.demo.analyzer import validate_analyzer
+from wan_t2i.demo.scenes import held_out_prompts
 from wan_t2i.loading import DEMO_MODEL_DIR
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.samplers import SAMPLERS
@@ -35,24 +34,47 @@ MIN_ANALYZER_ACCURACY = 0.95
 
 
 def score_sampler_runs(
-    pipe: WanT2IPipeline, prompts: list[str], seeds: list[int], samplers: Sequence[str] = SAMPLERS, **settings
+    pipe: WanT2IPipeline,
+    prompts: list[str],
+    seeds: list[int],
+    samplers: Sequence[str] = SAMPLERS,
+    out: Path | None = None,
+    **settings,
 ) -> dict:
-    """Render every prompt x seed with each sampler from shared noise; per sampler, attribute hits and latent stats."""
+    """Render every prompt x seed with each sampler from shared noise; per sampler, attribute hits and latent stats.
+
+    One use of the batch runner `wan_t2i.evaluate` (a sweep of seed x sampler per prompt) into `out` (default: a
+    temporary folder): cells already there are kept, so an interrupted evaluation resumes.
+    """
+    import tempfile
+
+    from wan_t2i.evaluate import RESULTS, run
+
+    settings = {k: v for k, v in settings.items() if v is not None}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(out) if out is not None else Path(scratch)
+        run(pipe, prompts, {"seed": list(seeds), "sampler": list(samplers)}, folder, settings=settings, score=True)
+        lines = [json.loads(line) for path in sorted((folder / RESULTS).glob("rank*.jsonl"))
+                 for line in path.read_text().splitlines()]  # fmt: skip
+    wanted = {
+        (prompt, int(row["seed"]), row["sampler"]): row
+        for row in lines
+        for prompt in [row["prompt"]]
+        if prompt in prompts and row["sampler"] in samplers and int(row["seed"]) in seeds
+    }
     rows: dict[str, list[dict]] = {name: [] for name in samplers}
-    for prompt in tqdm(prompts, desc=f"{len(seeds)} seed(s) x {len(samplers)} samplers", unit="prompt"):
-        requested = requested_attributes(prompt)
+    for prompt in prompts:
         for seed in seeds:
-            generation = pipe.generate(prompt, samplers=list(samplers), seed=seed, **settings)
-            for name, result in generation.results.items():
-                matches = attribute_matches(requested, analyze_image(result.image))
+            for name in samplers:
+                row = wanted[(prompt, seed, name)]
                 rows[name].append(
                     {
                         "prompt": prompt,
                         "seed": seed,
-                        "matches": matches,
-                        "std_ratio": result.diagnostics.std_ratio,
-                        "final_std": result.diagnostics.final_std,
-                        "seconds": result.seconds,
+                        "matches": row["matches"],
+                        "std_ratio": row["std_ratio"],
+                        "final_std": row["final_std"],
+                        "seconds": row["seconds"],
                     }
                 )
     return rows
@@ -177,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"steps": args.steps, "shift": args.shift, "guidance_scale": guidance, "timesteps": args.timesteps}
     prompts, seeds = held_out_prompts(), list(range(args.seeds))
     start = time.perf_counter()
-    rows = score_sampler_runs(pipe, prompts, seeds, samplers, **settings)
+    rows = score_sampler_runs(pipe, prompts, seeds, samplers, out / "held_out", **settings)
     summary = {name: summarize(r) for name, r in rows.items()}
-    originals = score_sampler_runs(pipe, list(ORIGINAL_PROMPTS), seeds, samplers, **settings)
+    originals = score_sampler_runs(pipe, list(ORIGINAL_PROMPTS), seeds, samplers, out / "originals", **settings)
     print(f"rendered {len(prompts) * len(seeds)} x {len(samplers)} images in {time.perf_counter() - start:.1f} s")
 
     table = markdown_table(summary, analyzer, settings, seeds, len(prompts))
