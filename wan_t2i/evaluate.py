@@ -5,9 +5,11 @@
 
 Each cell (a prompt, a seed and one value per axis) writes `cells/<id>.png` (carrying its parameters) and one JSON
 line in `results/rank<r>.jsonl`; a cell already there is skipped, so an interrupted run picks up where it stopped.
-Ranks split the cells (`RANK` and `WORLD_SIZE` from the environment, as torchrun sets them, or --rank/--world_size):
-rank r renders every cell whose index is r modulo the world size, so N GPUs are a launcher away. `--merge` (run
-once all ranks are done; a single rank merges by itself) writes results.csv, summary.json and summary.md: per
+Ranks split the cells (`RANK` and `WORLD_SIZE` from the environment, as torchrun sets them, or --rank/--world_size),
+balanced by cost (steps x pixels x rows), each rank a deterministic shard: under torchrun
+(`torchrun --nproc_per_node N -m wan_t2i.evaluate ...`) the ranks join one process group (NCCL on GPUs, gloo on
+CPUs), each on its own GPU, and rank 0 merges once all are done; otherwise `--merge`, run once all ranks are done
+(a single rank merges by itself), writes results.csv, summary.json and summary.md: per
 setting, the mean and spread of the final latent statistics, the verdict counts, the time, and, on the embedded demo
 model, prompt adherence scored by `wan_t2i.demo.analyzer`.
 """
@@ -64,6 +66,24 @@ def rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+def cell_cost(request: Any) -> float:
+    """A cell's relative cost: steps x pixels x transformer rows (two where guided)."""
+    return request.steps * request.height * request.width * (2 if request.guided else 1)
+
+
+def shard(costs: Sequence[float], world_size: int) -> list[int]:
+    """The rank of each cell: longest first, each to the rank with the least cost so far (ties: the lowest rank).
+
+    Deterministic in the whole plan, so every rank (and a restarted run) computes the same split.
+    """
+    loads, owners = [0.0] * world_size, [0] * len(costs)
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        owners[index] = rank
+        loads[rank] += costs[index]
+    return owners
+
+
 def done_cells(out: Path) -> set[str]:
     """The ids of cells whose image and results line are both written (by any rank)."""
     done = set()
@@ -111,7 +131,8 @@ def run(
         request = pipe.request(prompt, **settings)
         for cell in make_cells(request, axes, max_cells=math.prod(len(v) for v in axes.values())):
             plan.append((len(plan), p, cell))
-    mine = [(p, cell) for index, p, cell in plan if index % world_size == rank]
+    owners = shard([cell_cost(cell.request) for _, _, cell in plan], world_size)
+    mine = [(p, cell) for index, p, cell in plan if owners[index] == rank]
     done = done_cells(out)
     todo = [(p, cell) for p, cell in mine if cell_id(p, cell) not in done]
     counts = {"cells": len(plan), "this_rank": len(mine), "skipped": len(mine) - len(todo), "rendered": 0}
@@ -215,6 +236,22 @@ def summary_markdown(summary: list[dict], axes: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def join_process_group(device: str | None) -> str | None:
+    """Under torchrun (MASTER_ADDR set): join the process group, NCCL on GPUs and gloo on CPUs, and return this
+    rank's device (cuda:LOCAL_RANK unless `device` says otherwise). None where no launcher set up a group."""
+    if "MASTER_ADDR" not in os.environ:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    on_gpu = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if on_gpu and (device is None or device == "cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+    return device or "cpu"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wan_t2i.evaluate",
@@ -251,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give seeds with --seeds, not as a sweep axis")
         axes = {"seed": [int(s) for s in args.seeds.split(",") if s.strip()]} | axes
         rank, world_size = rank_and_world(args.rank, args.world_size)
+        launched = join_process_group(args.device) if world_size > 1 and not args.merge else None
+        if launched is not None:
+            args.device = launched
         if not args.merge:
             prompts = read_prompts(Path(args.prompts))
             from wan_t2i.pipeline import WanT2IPipeline
@@ -276,7 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"rank {rank}/{world_size}: {counts['rendered']} cells rendered, {counts['skipped']} already done, "
                 f"of {counts['this_rank']} ({counts['cells']} in all)"
             )
-        if args.merge or world_size == 1:
+        if launched is not None:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank's cells are on disk
+            dist.destroy_process_group()
+        if args.merge or world_size == 1 or (launched is not None and rank == 0):
             merged = merge(out, list(axes))
             print(f"{merged['rows']} cells in {out / 'results.csv'}; per setting: {out / 'summary.md'}")
     except ValueError as error:
