@@ -115,3 +115,26 @@ def test_wheel_in_a_fresh_virtualenv_runs_the_demo_model_from_another_directory(
     )  # fmt: skip
     assert "model: wan-t2i demo (tiny) on cpu; seed 0" in printed and "purple" in printed.splitlines()[0]
     assert (elsewhere / "outputs" / "output.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_pip_installs_from_a_git_url(tmp_path):
+    """`pip install "git+<repo url>"`, on a clone of this checkout's committed files reached by a file:// URL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "wan_t2i", repo / "wan_t2i", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    run("git", "init", "-q", repo, cwd=tmp_path, env=env)
+    run("git", "add", ".", cwd=repo, env=env)
+    run(*git, "commit", "-q", "-m", "snapshot", cwd=repo, env=env)
+    venv.create(tmp_path / "venv", system_site_packages=True, with_pip=False)
+    python = tmp_path / "venv" / "bin" / "python"
+    url = f"git+{repo.as_uri()}"
+    run(python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-build-isolation", url, cwd=tmp_path,
+        env=env)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = "import wan_t2i.loading as l; print(l.__file__, (l.DEMO_MODEL_DIR / 'model_index.json').is_file())"
+    location, has_demo = run(python, "-c", probe, cwd=elsewhere, env=env).split()
+    assert Path(location).is_relative_to(tmp_path / "venv") and has_demo == "True"
