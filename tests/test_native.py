@@ -393,3 +393,40 @@ def test_student_that_does_not_fit_a_native_teacher_is_refused(parts: SimpleName
     write_transformer(tiny_transformer(8, text_dim=2 * TEXT_DIM), tmp_path / "student")
     with pytest.raises(ModelLoadError, match="the student does not fit the teacher: .*text_dim"):
         load_components(tmp_path / "student", parts.wan21, device="cpu")
+
+
+def test_a_native_config_json_with_absurd_sizes_is_refused_before_a_model_is_built(
+    parts: SimpleNamespace, tmp_path: Path
+) -> None:
+    from wan_t2i.loading import ModelLoadError, load_components
+
+    teacher = shutil.copytree(parts.a14b, tmp_path / "teacher")
+    config = teacher / LOW_NOISE_FOLDER / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_layers": 1e7}))
+    with pytest.raises(ModelLoadError, match=rf"^{config}: num_layers must be an integer .*, got 10000000.0$"):
+        load_components(teacher_path=teacher, device="cpu")
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_layers": 2, "dim": 1 << 30}))
+    with pytest.raises(ModelLoadError, match=rf"^{config}: dim 1073741824 is outside 1..262144"):
+        load_components(teacher_path=teacher, device="cpu")
+
+
+class _RunsCode:
+    """A pickle payload that creates a file when unpickled, as a malicious checkpoint would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_that_runs_code_is_refused_without_suggesting_weights_only_false(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"encoder.conv1.weight": torch.zeros(1), "payload": _RunsCode(marker)}, tmp_path / VAE_CHECKPOINT)
+    with pytest.raises(ValueError) as error:
+        load_native_vae(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / VAE_CHECKPOINT} was refused: it holds a Python object other than tensors")
+    assert "(io.open)" in message  # what it asked to run
+    assert "weights_only" not in message and "\n" not in message and error.value.__cause__ is None
+    assert not marker.exists()

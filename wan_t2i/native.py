@@ -9,6 +9,7 @@ never saved (diffusers' rope.freqs_cos). Tensor names and configs live in `nativ
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
@@ -107,6 +108,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
+WEIGHTS_ONLY_REFUSAL = "Weights only load failed"  # how torch.load(weights_only=True) begins a refusal (torch 2.6+)
+
+
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     """Memory-map a `.pth` state dict: its tensors stay in the file until touched."""
     try:
@@ -118,10 +122,23 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
             # torch's legacy (pre-1.6, non-zip) format cannot be memory-mapped: read it whole
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... depending on the damage
+        if isinstance(error, pickle.UnpicklingError) and WEIGHTS_ONLY_REFUSAL in str(error):
+            raise ValueError(f"{path} was refused: {refused_objects(error)}") from None  # no chain: torch's advice
         raise ValueError(f"{path} is truncated or not a PyTorch state dict: {error}") from error
     if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
         raise ValueError(f"{path} is not a PyTorch state dict of tensors")
     return state_dict
+
+
+def refused_objects(error: pickle.UnpicklingError) -> str:
+    """Why torch's weights_only load refused a file, without torch's advice to load it unsafely (which would run
+    whatever code the file carries)."""
+    found = re.search(r"\bGLOBAL ([\w.]+)", str(error))  # the callable it would have run
+    what = f" ({found[1]})" if found else ""
+    return (
+        f"it holds a Python object other than tensors{what}, and wan-t2i loads nothing but tensors from a pickle: "
+        "use the checkpoint as its publisher released it (Wan's .pth files hold only tensors) or in safetensors"
+    )
 
 
 class _SafetensorsReader:
