@@ -102,3 +102,64 @@ def test_hub_id_served_from_the_local_hugging_face_cache(monkeypatch, tmp_path):
 def test_bad_dtype_name():
     with pytest.raises(ModelLoadError, match="unknown dtype 'int8'; use one of bf16, fp16, fp32"):
         parse_dtype("int8")
+
+
+def _edit_json(path, **changes):
+    """Rewrite the JSON object at `path` with `changes` merged in."""
+    import json
+
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+@pytest.mark.parametrize(
+    ("folder", "changes", "message"),
+    [
+        ("transformer", {"num_layers": 1e7}, r"num_layers must be an integer \(or a list of them\), got 10000000.0"),
+        ("transformer", {"num_layers": 10_000_000}, r"num_layers 10000000 is outside 1..256"),
+        ("transformer", {"num_attention_heads": "2"}, r"num_attention_heads must be an integer"),
+        ("transformer", {"patch_size": [1, 2, 0]}, r"patch_size 0 is outside 1..64"),
+        ("vae", {"base_dim": 1 << 30}, r"base_dim 1073741824 is outside 1..4096"),
+        ("text_encoder", {"d_model": True}, r"d_model must be an integer"),
+    ],
+)
+def test_config_json_of_wrong_types_or_absurd_sizes_is_refused_before_a_model_is_built(
+    tiny_wan_dir, tmp_path, folder, changes, message
+):
+    """`num_layers: 1e7` would build ten million blocks before a weight is read: refused at once, naming the file."""
+    import time
+
+    import psutil
+
+    broken = shutil.copytree(tiny_wan_dir, tmp_path / "broken")
+    _edit_json(broken / folder / "config.json", **changes)
+    rss = psutil.Process().memory_info().rss
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match=rf"^{broken / folder / 'config.json'}: {message}"):
+        load_components(teacher_path=broken, device="cpu")
+    assert time.monotonic() - start < 10 and psutil.Process().memory_info().rss - rss < 200 << 20
+
+
+def test_a_student_config_with_absurd_sizes_is_refused(tiny_wan_dir, tmp_path):
+    tiny_transformer().save_pretrained(tmp_path / "student")
+    _edit_json(tmp_path / "student" / "config.json", ffn_dim=1 << 40)
+    with pytest.raises(ModelLoadError, match=rf"^{tmp_path / 'student' / 'config.json'}: ffn_dim \d+ is outside"):
+        load_components(tmp_path / "student", tiny_wan_dir, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("model_index.json", '{"vae": ["diffusers", ', r"model_index.json is not valid JSON: .* at line 1"),
+        ("model_index.json", "[1, 2]", r"model_index.json must hold a JSON object \{...\}, got list"),
+        ("wan_t2i.json", "steps: 4", r"wan_t2i.json is not valid JSON"),
+        ("wan_t2i.json", '{"steps": "many"}', r"wan_t2i.json: steps must be an integer, got 'many'"),
+        ("wan_t2i.json", '{"resolutions": [[32]]}', r"wan_t2i.json: resolutions must be a list of \[height, width\]"),
+        ("wan_t2i.json", '{"guidance_scale": "high"}', r"wan_t2i.json: guidance_scale must be a number, got 'high'"),
+    ],
+)
+def test_invalid_model_index_or_defaults_file_is_named(tiny_wan_dir, tmp_path, name, text, message):
+    broken = shutil.copytree(tiny_wan_dir, tmp_path / "broken")
+    (broken / name).write_text(text)
+    with pytest.raises(ModelLoadError, match=rf"^{broken}/{message}") as error:
+        load_components(teacher_path=broken, device="cpu")
+    assert "\n" not in str(error.value)
