@@ -26,7 +26,6 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-import wan_t2i.app
 from wan_t2i.images import read_parameters
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest, Limits
@@ -69,14 +68,14 @@ class Recorder:
             with self._lock:
                 self.active -= 1
 
-    def wait_for_steps(self, n: int = 3, timeout: float = 30) -> dict:
-        """The newest render, once it has taken `n` steps."""
+    def wait_for_steps(self, index: int, n: int = 3, timeout: float = 30) -> dict:
+        """Render number `index` (0: the first recorded), once it has taken `n` steps."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.renders and len(self.renders[-1]["steps"]) >= n:
-                return self.renders[-1]
+            if len(self.renders) > index and len(self.renders[index]["steps"]) >= n:
+                return self.renders[index]
             time.sleep(0.01)
-        raise AssertionError(f"no render reached {n} steps in {timeout} s")
+        raise AssertionError(f"render {index} did not reach {n} steps in {timeout} s")
 
     def wait_until_idle(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -139,8 +138,9 @@ def raw_call(url: str, api_name: str, body: bytes | dict, timeout: float = 60) -
 def test_submit_cancel_submit_never_runs_two_renders(client: Client, recorder: Recorder) -> None:
     first = len(recorder.renders)
     for _ in range(3):
+        before = len(recorder.renders)
         job = client.submit(PROMPT, **LONG, api_name="/generate")
-        render = recorder.wait_for_steps()
+        render = recorder.wait_for_steps(before)  # this job's render, not the one before
         cancelled = time.monotonic()
         job.cancel()
         recorder.wait_until_idle()
@@ -154,10 +154,12 @@ def test_submit_cancel_submit_never_runs_two_renders(client: Client, recorder: R
 
 @pytest.mark.slow
 def test_a_client_that_goes_away_frees_the_slot_within_a_step(url: str, client: Client, recorder: Recorder) -> None:
+    before = len(recorder.renders)
     with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
-        response = http.post("call/generate", json={"data": [PROMPT, None, None, None, *LONG.values()]})
+        data = [PROMPT, None, None, None, LONG["steps"], None, None, LONG["seed"], None, LONG["height"], LONG["width"]]
+        response = http.post("call/generate", json={"data": data})  # positional: see test_a_400_digit_number...
         with http.stream("GET", f"call/generate/{response.json()['event_id']}"):
-            render = recorder.wait_for_steps()
+            render = recorder.wait_for_steps(before)
         gone = time.monotonic()  # the connection is closed here
     _, seed, _ = client.predict(PROMPT, steps=1, seed=5, api_name="/generate")
     following = recorder.renders[-1]
@@ -239,28 +241,36 @@ def test_uploads_are_limited(url: str) -> None:
 
 
 @pytest.mark.slow
-def test_served_images_are_deleted_on_a_schedule(tiny_pipe: WanT2IPipeline) -> None:
-    """40 requests with outputs kept 2 s: what is on disk stays bounded while they run, and is gone after."""
+def test_served_images_are_deleted_on_a_schedule(
+    tiny_pipe: WanT2IPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 requests with outputs kept 2 s: the files in the app's cache folder stay bounded while they run, and are
+    gone after. Gradio's own cleanup misses them (it reads only the components' records, and each session's outputs
+    are recorded on its own copies): serving.CacheSweeper deletes by age."""
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))  # the app's own folder, read as the demo is created
     demo, url = launch(tiny_pipe, keep_outputs_seconds=2)
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
 
-    def on_disk() -> list[Path]:
-        return [Path(f) for files in demo.temp_file_sets for f in files if Path(f).exists()]
+    def on_disk() -> list[Path]:  # os.walk, not rglob: folders go while it walks
+        return [Path(root, name) for root, _, names in os.walk(cache) for name in names]
 
     try:
-        counts, paths = [], set()
+        counts, hashes = [], set()
+        start = time.monotonic()
         for seed in range(40):  # a new image per seed: nothing is shared by hash
             path, _, _ = client.predict(PROMPT, steps=1, seed=seed, api_name="/generate")
-            paths.add(path)
+            hashes.add(Path(path).parent.name)
             counts.append(len(on_disk()))
-        assert len(paths) == 40
-        time.sleep(5)  # the age (2 s) and one more cleanup (every 2 s)
+        seconds = time.monotonic() - start
+        time.sleep(5)  # the age (2 s) and one more sweep (every 2 s)
         left = on_disk()
     finally:
         demo.close()
-    rate = 40 / 1  # never more than this many requests a second on this model
-    assert max(counts) < 40 and max(counts) <= rate * 4, counts  # the oldest went while the requests ran
-    assert left == [] and not any(Path(p).exists() for p in paths)
+    assert len(hashes) == 40 and max(counts) >= 1  # the images are written to this folder
+    # The oldest went while the requests ran: no more on disk than about two sweeps' worth of requests.
+    assert max(counts) <= 40 * 6 / seconds + 2 and max(counts) < 40, (counts, seconds)
+    assert left == []
 
 
 # 5. Oversized bodies are refused before they are parsed -------------------------------------------------------------
@@ -370,11 +380,12 @@ def test_the_opening_comparison_renders_once_however_many_pages_open(pipe: WanT2
     try:
         assert len(recorder.renders) == before + 1  # at start-up
         load = next(i for i, fn in demo.fns.items() if any(t[1] == "load" for t in fn.targets))
+        image = [block.elem_id for block in demo.fns[load].outputs].index("image-b")  # by id: layouts change
         with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
             for view in range(5):
                 body = {"fn_index": load, "data": [], "session_hash": f"visitor{view}"}
                 outputs = http.post("run/predict", json=body).json()["data"]
-                assert outputs[3] == wan_t2i.app.OPENING_SEED and outputs[1]["value"]["path"].endswith(".png")
+                assert outputs[image]["value"]["path"].endswith(".png")  # the opening image, shown
         assert len(recorder.renders) == before + 1  # five page views, no render
     finally:
         demo.close()

@@ -152,6 +152,7 @@ class Handler:
             finally:
                 render.stop("the event ended before its render: cancelled, or the client went away")
                 job.add_done_callback(_retrieve)
+                waiting.add_done_callback(_retrieve)  # its asyncio twin holds the same exception
             yield shape(generation, values)
 
         optional = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in inputs]
@@ -185,7 +186,7 @@ def outcome(job: Future) -> Generation:
         raise gr.Error(message, print_exception=False) from error
 
 
-def _retrieve(job: Future) -> None:
+def _retrieve(job: Future | asyncio.Future) -> None:
     """Consume a finished render's exception, so that one nobody waits for any more is not logged as lost."""
     if not job.cancelled():
         job.exception()

@@ -1,13 +1,18 @@
-"""What the app's server does with a request before Gradio reads it: refuse an oversized body, fill in left-out inputs.
+"""What the app's server does around Gradio: refuse an oversized body, fill in left-out inputs, delete old outputs.
 
-Both are ASGI middleware, handed to Gradio's FastAPI app as `launch(app_kwargs={"middleware": [...]})` (FastAPI's own
-`middleware` argument), so they run before any route parses a body.
+Each is ASGI middleware, handed to Gradio's FastAPI app as `launch(app_kwargs={"middleware": [...]})` (FastAPI's own
+`middleware` argument), so the first two run before any route parses a body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -23,6 +28,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # a few numbers: under 30 KB. The app takes no files. 1 MiB leaves room for any client, and not for a 200 MB prompt.
 MAX_BODY_BYTES = 1 << 20
 API_PREFIX = "/gradio_api"  # gradio.route_utils.API_PREFIX, where Gradio's HTTP API lives
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(HTTPException):
@@ -129,3 +135,52 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+class CacheSweeper:
+    """Delete the files in Gradio's cache folder once they are `age` seconds old, every `every` seconds, from the
+    server's first request on (so a restart also clears what the last run left): the served images, and uploads.
+
+    `blocks.delete_cache` gives (every, age) and `blocks.GRADIO_CACHE` the folder. Gradio's own `delete_cache` deletes
+    only the files its components recorded, and Gradio 6 records each session's outputs on that session's copies of
+    the components, which its cleanup never reads: served images were never deleted. The folder (GRADIO_TEMP_DIR)
+    should be this app's alone, as on a Space.
+    """
+
+    def __init__(self, app: ASGIApp, blocks: Any):
+        self.app, self.folder = app, Path(blocks.GRADIO_CACHE)
+        self.every, self.age = blocks.delete_cache
+        self.task: asyncio.Task | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.task is None and scope["type"] == "http":
+            self.task = asyncio.get_running_loop().create_task(self.sweep())
+        await self.app(scope, receive, send)
+
+    async def sweep(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(delete_older_than, self.folder, self.age)
+            except OSError as error:  # a folder that went away, a permission: try again next time
+                log.warning("cache sweep of %s failed: %s", self.folder, error)
+            await asyncio.sleep(self.every)
+
+
+def delete_older_than(folder: Path, age: float) -> int:
+    """Delete the files and the empty folders under `folder` last changed more than `age` seconds ago; returns how
+    many files went. Gradio's `delete_cache` ages files the same way (by ctime). A folder's age spares the one Gradio
+    has just made for a file it is about to write, and an emptied one goes a sweep later."""
+    cutoff, deleted = time.time() - age, 0
+    for root, folders, files in os.walk(folder, topdown=False):  # a folder's files before the folder
+        for path, is_folder in [*((Path(root, f), False) for f in files), *((Path(root, f), True) for f in folders)]:
+            try:
+                if path.lstat().st_ctime >= cutoff:
+                    continue
+                if is_folder:
+                    path.rmdir()  # OSError where it is not empty
+                else:
+                    path.unlink()
+                    deleted += 1
+            except OSError:  # deleted meanwhile, not empty, or not ours to touch: left for the next sweep
+                pass
+    return deleted
