@@ -236,3 +236,59 @@ def test_bad_input_is_refused_before_the_gpu_is_asked_for(
     assert sampled == []
     client.predict(PROMPT, steps=1, seed=2, randomize_seed=False, api_name="/generate")
     assert sampled == [1]
+
+
+def test_the_latent_health_figure_makes_its_case(tiny_pipe: WanT2IPipeline) -> None:
+    """#1, #2: a log axis, the shaded band labelled, each line marked and labelled at its end with this run's
+    samplers, in fixed colours (B keeps blue alone); at one step the chart still shows its points."""
+    from matplotlib.colors import to_hex
+
+    from wan_t2i.report import SERIES_COLORS, latent_health_figure
+
+    generation = tiny_pipe.generate(PROMPT, samplers=["flow_euler", "flow_unipc"], steps=STEPS, seed=3)
+    ax = latent_health_figure(generation, ["flow_euler", "flow_unipc"]).axes[0]
+    assert ax.get_yscale() == "log" and "noise → image" in ax.get_xlabel()
+    texts = [t.get_text() for t in ax.texts]
+    assert any("VAE decodes cleanly" in t for t in texts)
+    ratio = generation["flow_euler"].diagnostics.latent_std[-1] / generation["flow_euler"].diagnostics.expected_std
+    assert any(t.startswith("flow_euler: ") and t.endswith("x") for t in texts), texts
+    assert [line.get_label() for line in ax.lines] == ["flow_euler", "flow_unipc"]
+    assert [to_hex(line.get_color()) for line in ax.lines] == list(SERIES_COLORS)
+    assert all(line.get_marker() == "o" for line in ax.lines)
+    low, high = ax.get_ylim()
+    assert low < min(0.6, ratio) and high > max(1.6, ratio)  # the band and every point are in view
+    alone = tiny_pipe.generate(PROMPT, samplers=["flow_unipc"], steps=1, seed=3)
+    ax = latent_health_figure(alone, ["flow_unipc"]).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["flow_unipc"]  # no ghost series of an earlier run
+    assert to_hex(ax.lines[0].get_color()) == SERIES_COLORS[1] and len(ax.lines[0].get_xdata()) == 1
+
+
+def test_badges_and_summary_say_what_the_verdict_measures(tiny_pipe: WanT2IPipeline) -> None:
+    """#4: a red badge on the legacy loop's image, a green one on flow UniPC's; #10: one time for the batch, and at
+    few steps a hint that an in-range latent can still be a blurry average."""
+    from wan_t2i.report import badge, summary
+
+    generation = tiny_pipe.generate(PROMPT, samplers=["legacy_ddim", "flow_unipc"], steps=STEPS, seed=11)
+    legacy, flow = (badge(generation[s].diagnostics) for s in ("legacy_ddim", "flow_unipc"))
+    assert "verdict-bad" in legacy and "too wide: the VAE cannot decode this" in legacy
+    assert "verdict-good" in flow or "verdict-warn" in flow
+    text = summary(generation, ["A", "B"])
+    assert "not the image's quality" in text and f"With {STEPS} steps, expect a blurry average" in text
+    assert text.count("one batch") == 1 and text.count("total") == 1
+    assert not any(" s ·" in line for line in text.splitlines() if line.startswith("- "))  # no per-branch times
+    many = tiny_pipe.generate(PROMPT, samplers=["flow_unipc"], steps=8, seed=11)
+    assert "blurry average" not in summary(many, ["B"])
+
+
+def test_the_page_has_no_autofocus_and_limits_the_prompt(tiny_pipe: WanT2IPipeline) -> None:
+    """#5: nothing scrolls a phone to the prompt; #6: the prompt field stops at the request's limit; #10: a
+    resolution menu of one choice is hidden; #13: every integer input rounds to whole numbers."""
+    from wan_t2i.request import MAX_PROMPT_CHARS
+
+    config = app.create_demo(tiny_pipe).config["components"]
+    props = {c["props"].get("elem_id"): c["props"] for c in config if c["props"].get("elem_id")}
+    assert not props["prompt"].get("autofocus") and props["prompt"]["max_length"] == MAX_PROMPT_CHARS
+    assert props["seed"]["precision"] == 0
+    menus = [c["props"] for c in config if str(c["props"].get("label", "")).startswith("Resolution")]
+    assert len(tiny_pipe.defaults.resolutions or ()) > 1 or not menus[0]["visible"]
+    assert "share" not in props["image-a"]["buttons"] and "share" not in props["image-b"]["buttons"]  # not a Space

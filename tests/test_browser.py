@@ -5,7 +5,7 @@ own download (`python -m playwright install chromium`); docs/install.md says how
 
 Also a helper for the README screenshot, on the embedded demo model:
 
-    python tests/test_browser.py --screenshot assets/screenshot.png
+    python tests/test_browser.py --screenshot assets/screenshot.png --phone_screenshot assets/screenshot-phone.png
 """
 
 from __future__ import annotations
@@ -71,44 +71,87 @@ def open_page(url: str, *, width: int = 1280, height: int = 1400) -> Iterator[Pa
             browser.close()
 
 
-def compare(page: Page, prompt: str, screenshot: Path, *, seed: int | None = None) -> dict:
+def compare(page: Page, prompt: str, screenshot: Path | None = None, *, seed: int | None = None) -> dict:
     """Type `prompt`, turn the comparison on, click Generate, wait for both images and the plot; save a screenshot.
 
     With `seed`, set it in the Advanced accordion (randomize off) first, for a reproducible screenshot.
 
-    Returns what the page showed: the image sources, the labels and the summary text.
+    Returns what the page showed: the image sources, the labels, the badges and the summary text.
     """
     page.locator("#prompt textarea").fill(prompt)
     page.locator("#compare input[type=checkbox]").check()
     if seed is not None:
-        page.get_by_text("Advanced").click()
-        page.locator("#randomize-seed input[type=checkbox]").uncheck()
-        page.locator("#seed input").fill(str(seed))
-        page.get_by_text("Advanced").click()  # closed again, so the images are in view
+        set_seed(page, seed)
+    before = page.locator("#summary").inner_text()
     page.locator("#generate").click()
+    wait_for_new_summary(page, before)
     page.locator("#image-a img").wait_for(state="visible")
     page.locator("#image-b img").wait_for(state="visible")
-    page.locator("#slider img").first.wait_for(state="visible")
-    page.locator("#latent-plot canvas, #latent-plot svg").first.wait_for(state="visible")
-    page.locator("#summary").get_by_text("Seed").wait_for()
-    page.wait_for_timeout(500)  # let the plot finish drawing
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(screenshot), full_page=True)
+    page.locator("#latent-plot img").wait_for(state="visible")
+    page.wait_for_timeout(300)  # let the page settle before the screenshot
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    return shown(page)
+
+
+def set_seed(page: Page, seed: int) -> None:
+    """Type `seed` into the Advanced accordion's Seed field, closing the accordion again."""
+    page.get_by_text("Advanced").click()
+    page.locator("#seed input").fill(str(seed))
+    page.locator("#seed input").press("Tab")
+    page.get_by_text("Advanced").click()  # closed again, so the images are in view
+
+
+def wait_for_new_summary(page: Page, before: str) -> None:
+    """Until the summary differs from `before` (a run's outputs arrived) and Generate is idle again."""
+    page.wait_for_function(
+        "(before) => { const s = document.querySelector('#summary').innerText;"
+        " return s.includes('Seed') && s !== before; }",
+        arg=before,
+    )
+    page.locator("#generate:not([disabled])").wait_for()
+
+
+def shown(page: Page) -> dict:
+    """What the page shows now: image sources and alt texts (None: no image), labels, badges, summary."""
+
+    def attribute(selector: str, name: str) -> str | None:
+        found = page.locator(selector)
+        return found.first.get_attribute(name) if found.count() else None
+
     return {
-        "sources": [page.locator(f"#{i} img").get_attribute("src") for i in ("image-a", "image-b")],
+        "sources": [attribute(f"#{i} img", "src") for i in ("image-a", "image-b")],
+        "alts": [attribute(f"#{i} img", "alt") for i in ("image-a", "image-b")],
         "labels": page.locator("#image-a, #image-b").all_inner_texts(),
+        "badges": [
+            page.locator(f"#{i}").inner_text() if page.locator(f"#{i}").count() else "" for i in ("badge-a", "badge-b")
+        ],
         "summary": page.locator("#summary").inner_text(),
     }
 
 
-@pytest.fixture
-def url(tiny_pipe) -> Iterator[str]:
-    import app
+def launch(pipe, **kwargs) -> tuple:
+    """The demo on `pipe`, launched on a free port as the app launches it (its guards and CSS): (demo, url)."""
+    from wan_t2i.app import create_demo
 
-    demo = app.create_demo(tiny_pipe)
+    demo = create_demo(pipe, **kwargs)
     _, local_url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+        **demo.launch_args, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
     )
+    return demo, local_url
+
+
+@pytest.fixture(scope="module")
+def url(tiny_pipe) -> Iterator[str]:
+    demo, local_url = launch(tiny_pipe)
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def opening_url(tiny_pipe) -> Iterator[str]:
+    demo, local_url = launch(tiny_pipe, render_on_load=True)
     yield local_url
     demo.close()
 
@@ -118,68 +161,162 @@ def url(tiny_pipe) -> Iterator[str]:
 def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> None:
     # Without a Chromium this fails (NO_CHROMIUM says how to get one), never skips: a skipped UI test tests nothing.
     with open_page(url) as page:
-        shown = compare(page, "A serene lake at sunset", tmp_path / "compare.png")
-        assert all(source and source.endswith(".png") for source in shown["sources"]), shown["sources"]
-        assert shown["sources"][0] != shown["sources"][1]
-        labels = "\n".join(shown["labels"])
+        first = compare(page, "A serene lake at sunset", tmp_path / "compare.png")
+        assert all(source and source.endswith(".png") for source in first["sources"]), first["sources"]
+        assert first["sources"][0] != first["sources"][1]
+        labels = "\n".join(first["labels"])
         assert "legacy_ddim" in labels and "flow_unipc" in labels
-        assert "the decoded image will be garbage" in shown["summary"]  # the legacy loop's verdict, under the images
+        assert "the decoded image will be garbage" in first["summary"]  # the legacy loop's verdict, under the images
+        # Each image says whether it can be decoded (#4), and carries alt text (#13).
+        assert "too wide: the VAE cannot decode this" in first["badges"][0]
+        assert first["alts"][0].startswith("legacy_ddim render of 'A serene lake at sunset', seed ")
+        assert first["alts"][1].startswith("flow_unipc render of")
         assert (tmp_path / "compare.png").stat().st_size > 10_000
+        assert not page.locator("#slider").count()  # the pair is shown once (#8)
 
         # Comparison off, and Enter in the prompt generates: only sampler B's image, one verdict.
         page.locator("#compare input[type=checkbox]").uncheck()
         page.locator("#image-a").wait_for(state="hidden")
         page.locator("#prompt textarea").fill("Snowy mountains at dawn")
         page.locator("#prompt textarea").press("Enter")
-        page.wait_for_function("() => !document.querySelector('#summary').innerText.includes('legacy_ddim')")
-        assert "flow_unipc" in page.locator("#summary").inner_text()
-        assert page.locator("#image-b img").get_attribute("src") != shown["sources"][1]
-        assert not page.locator("#slider").is_visible()
+        wait_for_new_summary(page, first["summary"])
+        alone = shown(page)
+        assert "flow_unipc" in alone["summary"] and "legacy_ddim" not in alone["summary"]
+        assert alone["sources"][1] != first["sources"][1]
+
+        # Comparison on again: no image A from the older run beside the new image B (#3).
+        page.locator("#compare input[type=checkbox]").check()
+        page.locator("#badge-a").wait_for(state="attached")
+        assert page.locator("#image-a img").count() == 0, "image A of an older run is shown beside the new B"
+        assert page.locator("#badge-a").inner_text().strip() == ""
+
+        # Another sampler A: the labels and the summary name it, not the old one (#2).
+        page.locator("#sampler-a input").click()
+        page.get_by_role("option", name="flow_euler").click()
+        euler = compare(page, "A serene lake at sunset")
+        assert "flow_euler" in euler["labels"][0] and "legacy_ddim" not in euler["summary"]
+        assert "in range" in euler["badges"][0]
     print(f"screenshot: {tmp_path / 'compare.png'}")
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_page_opens_on_the_comparison_when_asked(tiny_pipe) -> None:
-    """render_on_load (on for the embedded demo model): the first visit shows both images without a click."""
-    import app
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_page_opens_at_the_top_on_the_comparison(opening_url: str, width: int, height: int) -> None:
+    """render_on_load: the first visit shows both images without a click, results right under the prompt, the page
+    at its top (#5: no autofocus scrolling a phone past the title), and a plot a phone can read (#1)."""
+    from wan_t2i.app import EXAMPLES
 
-    demo = app.create_demo(tiny_pipe, render_on_load=True)
-    _, local_url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
-    )
-    try:
-        with open_page(local_url) as page:
-            page.locator("#image-a img").wait_for(state="visible")
-            page.locator("#image-b img").wait_for(state="visible")
-            page.locator("#summary").get_by_text("Seed").wait_for()
-            assert page.locator("#prompt textarea").input_value() == app.EXAMPLES[0]
-            assert "legacy_ddim" in page.locator("#summary").inner_text()
-    finally:
-        demo.close()
+    with open_page(opening_url, width=width, height=height) as page:
+        page.locator("#image-a img").wait_for(state="visible")
+        page.locator("#image-b img").wait_for(state="visible")
+        page.locator("#summary").get_by_text("Seed").wait_for()
+        page.locator("#latent-plot img").wait_for(state="visible")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.scrollY") == 0
+        assert page.locator("#prompt textarea").input_value() == EXAMPLES[0]
+        assert "legacy_ddim" in page.locator("#summary").inner_text()
+        top = {i: page.locator(f"#{i}").bounding_box()["y"] for i in ("hero", "prompt", "image-b", "latent-plot")}
+        assert top["hero"] < top["prompt"] < top["image-b"] < top["latent-plot"], top
+        assert page.locator("#why").bounding_box()["y"] > top["latent-plot"]  # the explanation waits below
+        plot = page.locator("#latent-plot img").bounding_box()
+        assert plot["width"] >= min(300, width - 60) and plot["height"] >= 160, plot
+        if width < 500:  # on a phone the first screen holds the title, the prompt and the start of the images
+            assert top["image-b"] > 0 and top["prompt"] < height
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_an_input_error_keeps_the_results_and_the_seed_field(url: str) -> None:
+    """#6: a bad prompt is marked at its field, the previous results stay, and the Seed input stays an input."""
+    with open_page(url) as page:
+        before = compare(page, "A serene lake at sunset", seed=5)
+        assert "seed used: 5" in page.locator("#seed-used").inner_text()
+        page.locator("#prompt textarea").fill("")
+        page.locator("#generate").click()
+        page.get_by_text("the prompt is empty").first.wait_for()
+        page.locator("#generate:not([disabled])").wait_for()
+        after = shown(page)
+        assert after["sources"] == before["sources"] and after["summary"] == before["summary"]
+        assert "Error" not in page.locator("#image-b").inner_text()
+        # The seed field is still a field: typing a seed into it unticks "Randomize seed".
+        page.get_by_text("Advanced").click()
+        page.locator("#randomize-seed input[type=checkbox]").check()
+        page.locator("#seed input").fill("")
+        page.locator("#seed input").press_sequentially("42")
+        page.wait_for_timeout(300)
+        assert page.locator("#seed input").input_value() == "42"
+        assert not page.locator("#randomize-seed input[type=checkbox]").is_checked()
+        # ♻ puts the seed of the shown images back.
+        page.locator("#reuse-seed").click()
+        page.wait_for_function("() => document.querySelector('#seed input').value === '5'")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_one_progress_display_a_busy_button_and_stop(url: str) -> None:
+    """#7: while a long render runs there is one progress display, Generate is disabled, and Stop ends it."""
+    with open_page(url) as page:
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input[type=number]").fill("1000")
+        page.locator("#steps input[type=number]").press("Tab")
+        page.locator("#prompt textarea").fill("A serene lake at sunset")
+        page.locator("#generate").click()
+        page.locator("#stop").wait_for(state="visible")
+        assert page.locator("#generate").is_disabled()
+        page.locator("#status .eta-bar, #status .progress-text, #status .meta-text").first.wait_for()
+        bars = page.evaluate(
+            "() => [...document.querySelectorAll('.progress-text, .meta-text-center, .meta-text')]"
+            ".filter(e => e.offsetParent !== null).map(e => e.closest('[id]')?.id)"
+        )
+        assert set(bars) == {"status"}, bars
+        page.locator("#stop").click()
+        page.locator("#stop").wait_for(state="hidden")
+        page.locator("#generate:not([disabled])").wait_for()
+        assert page.locator("#image-b img").count() == 0  # stopped before it finished
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ignored_words_and_a_lesson_that_runs_on_click(url: str) -> None:
+    """#9: words outside a fixed vocabulary are named; #11: a lesson under the prompt sets its samplers and runs."""
+    with open_page(url) as page:
+        compare(page, "a cyberpunk lake with neon cars")
+        assert "cyberpunk, neon, cars" in page.locator("#ignored").inner_text()
+        lessons = page.get_by_text("Euler vs UniPC: both fine")
+        assert lessons.bounding_box()["y"] < page.locator("#image-b").bounding_box()["y"]
+        before = page.locator("#summary").inner_text()
+        lessons.click()
+        wait_for_new_summary(page, before)
+        assert page.locator("#prompt textarea").input_value() == "Snowy mountains at dawn"
+        assert "flow_euler" in page.locator("#image-a").inner_text()
+        assert page.locator("#ignored").inner_text().strip() == ""
 
 
 def main(argv: list[str] | None = None) -> int:
     """`--screenshot PATH`: the comparison on the embedded demo model (or --teacher_path), as a PNG for the README."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--screenshot", type=Path, required=True, help="PNG to write, e.g. assets/screenshot.png")
+    parser.add_argument(
+        "--phone_screenshot", type=Path, help="also at a phone's width (390 px), e.g. assets/screenshot-phone.png"
+    )
     parser.add_argument("--prompt", default="A serene lake at sunset")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--teacher_path", help="default: the embedded demo model")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import app
     from wan_t2i.pipeline import WanT2IPipeline
 
-    demo = app.create_demo(WanT2IPipeline.from_pretrained(teacher_path=args.teacher_path))
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    demo, url = launch(WanT2IPipeline.from_pretrained(teacher_path=args.teacher_path))
     try:
         with open_page(url) as page:
-            shown = compare(page, args.prompt, args.screenshot, seed=args.seed)
+            result = compare(page, args.prompt, args.screenshot, seed=args.seed)
+        if args.phone_screenshot is not None:
+            with open_page(url, width=390, height=844) as page:
+                compare(page, args.prompt, args.phone_screenshot, seed=args.seed)
     finally:
         demo.close()
-    print(f"wrote {args.screenshot}\n{shown['summary']}")
+    print(f"wrote {args.screenshot}\n{result['summary']}")
     return 0
 
 

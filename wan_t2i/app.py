@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wan_t2i.choices import DTYPES, PRESETS, SAMPLERS
+from wan_t2i.choices import DTYPES, PRESETS, SAMPLER_NOTES, SAMPLERS
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 DEFAULT_A, DEFAULT_B = "legacy_ddim", "flow_unipc"
 MAX_STEPS_UI = 100  # the slider's range (request.PUBLIC_STEPS); the API accepts 1..1000 within the work budget
 MAX_SHIFT_UI = 20.0
-SERIES_COLORS = ("#dc2626", "#2563eb")  # A red, B blue, in the plot
-BAND_COLOR = "#9ca3af"
 IMAGE_HEIGHT = 360  # pixels on the page; the images themselves keep the size they were rendered at
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away with "queue full" rather than waiting minutes
 GPU_LOCK = "gpu"  # one concurrency group for every event that samples: one GPU, one generation at a time
@@ -40,23 +38,35 @@ KEEP_OUTPUTS_SECONDS = 3600
 CACHE_CLEANUP_SECONDS = 600
 MAX_UPLOAD = "1mb"  # no input takes a file; Gradio's upload route is there all the same
 OPENING_SEED = 0  # the seed of the comparison rendered once at start-up with render_on_load
-EXAMPLES = ["A serene lake at sunset", "A beautiful mountain landscape", "Snowy mountains at dawn"]
-SAMPLER_NOTES = {  # one line per sampler: what it is for (docs/samplers.md has the table)
-    "legacy_ddim": "the original loop (reads velocity as noise)",
-    "flow_unipc": "Wan's flow UniPC (its default)",
-    "flow_dpmpp": "Wan's second solver (dpm++)",
-    "flow_euler": "flow Euler (first order)",
-    "flow_lcm": "few-step students (LCM: fresh noise each step)",
-}
+# Each example teaches one thing: (label, prompt, sampler A, sampler B, steps).
+LESSONS = [
+    ("DDIM vs UniPC, 20 steps: one is noise", "A serene lake at sunset", "legacy_ddim", "flow_unipc", 20),
+    ("Euler vs UniPC: both fine", "Snowy mountains at dawn", "flow_euler", "flow_unipc", 20),
+    ("dpm++ vs UniPC, 4 steps: in range, yet blurry", "A beautiful mountain landscape", "flow_dpmpp", "flow_unipc", 4),
+]
+EXAMPLES = [lesson[1] for lesson in LESSONS]
 
+HERO = "# Why the sampler must match the model\nSame model, same seed, two samplers: one of them cannot work."
 DESCRIPTION = """\
-# wan-t2i: why the sampler must match the model
-
-A text-to-image student distilled from a Wan video model was trained with **flow matching**. Sampled with the legacy
-**DDIM** loop it gives garbage (noise or smears); sampled with Wan's **flow UniPC** it gives an image. Both render here
-from the same seed and the same text encoding, so the sampler is the only difference. The plot shows why: the legacy
-loop pushes the latents far outside the range the VAE was trained to decode.
+A text-to-image student distilled from a Wan video model was trained with **flow matching**: it predicts a velocity.
+The legacy **DDIM** loop reads that velocity as noise, so every step pushes the latents further out, far past the range
+the VAE was trained to decode: the image is garbage (noise or smears). Wan's **flow UniPC** integrates the velocity as
+it was meant, and the latents land in the band the VAE decodes cleanly. Both render here from the same seed and the
+same text encoding, so the sampler is the only difference; the plot shows each one's latent width step by step.
 """
+CSS = """
+.verdict { padding: 6px 10px; border-radius: 6px; font-weight: 600; }
+.verdict-bad { background: #fee2e2; color: #991b1b; }
+.verdict-warn { background: #fef3c7; color: #92400e; }
+.verdict-good { background: #dcfce7; color: #166534; }
+[data-testid="block-info"], .info { color: #4b5563 !important; }
+"""  # the help text in #4b5563 on white: 7.6:1 contrast (Gradio's default grey is under 2:1)
+# Which input a request's error message is about, by how the message starts (request.py words them so).
+FIELD_OF_MESSAGE = (
+    ("the prompt", "prompt"), ("the negative prompt", "negative_prompt"), ("steps", "steps"), ("shift", "shift"),
+    ("guidance", "guidance_scale"), ("seed", "seed"), ("timesteps", "timesteps"), ("resolution", "resolution"),
+    ("height", "resolution"), ("width", "resolution"),
+)  # fmt: skip
 
 
 def resolution_choices(pipe: WanT2IPipeline) -> list[tuple[str, str]]:
@@ -64,6 +74,19 @@ def resolution_choices(pipe: WanT2IPipeline) -> list[tuple[str, str]]:
     d = pipe.defaults
     sizes = [(d.height, d.width)] + [tuple(r) for r in d.resolutions if tuple(r) != (d.height, d.width)]
     return [(f"{w} × {h}", f"{w}x{h}") for h, w in sizes]
+
+
+def field_of(message: str) -> str:
+    """The form field a request's error message names; the prompt when none does."""
+    for start, name in sorted(FIELD_OF_MESSAGE, key=lambda pair: -len(pair[0])):
+        if message.startswith(start):
+            return name
+    return "prompt"
+
+
+def image_buttons() -> list[str]:
+    """The images' corner buttons: Gradio's Share (to Hugging Face discussions) only where it works, on a Space."""
+    return ["download", "fullscreen"] + (["share"] if os.environ.get("SPACE_ID") else [])
 
 
 def create_demo(
@@ -83,57 +106,95 @@ def create_demo(
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
-    from wan_t2i.handlers import Handler
-    from wan_t2i.report import latent_health, latent_health_bands, summary
-    from wan_t2i.request import MAX_GUIDANCE, MAX_SEED, MODELS
+    from wan_t2i.handlers import Handler, one_line
+    from wan_t2i.report import badge, latent_health_figure, summary
+    from wan_t2i.request import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MODELS
+    from wan_t2i.vocabulary import ignored_words
 
     d = pipe.defaults
     has_teacher = pipe.components.has_teacher
     handler = Handler(pipe, limits, pair=(DEFAULT_A, DEFAULT_B))
 
+    def ignored(prompt: str | None) -> str:
+        words = ignored_words(pipe.components.tokenizer, prompt) if isinstance(prompt, str) and prompt else []
+        return f"**ignored** (not in this model's vocabulary): {', '.join(words)}" if words else ""
+
     def show(generation: Generation, values: dict[str, Any]) -> tuple:
-        """The page's outputs: both images (A hidden when alone), the slider, the seed, the plot and the summary."""
+        """The page's outputs, all from this one run: A (cleared when alone), B, their badges, plot, summary, seed."""
         results = list(generation.results.values())
         pair = len(results) == 2
-        sides = ("A", "B") if pair else ("B",)
         model = (lambda r: f" · {r.model}") if has_teacher else (lambda r: "")
-        names = [f"{side} · {r.sampler}{model(r)}" for side, r in zip(sides, results, strict=True)]
+        names = [f"{r.sampler}{model(r)}" for r in results]
         labels = [f"{n}: {SAMPLER_NOTES[r.sampler]}" for n, r in zip(names, results, strict=True)]
-        colors = dict(zip(names, SERIES_COLORS[-len(names) :], strict=True))  # B keeps its colour when alone
-        colors |= {series: BAND_COLOR for series in latent_health_bands(generation)}
+        prompt = generation.request.prompt if generation.request else values.get("prompt", "")
+        alts = [f"{r.sampler} render of {prompt!r}, seed {generation.seed}" for r in results]
+        a = (gr.update(value=results[0].image, label=labels[0]), badge(results[0].diagnostics), alts[0]) if pair else (
+            gr.update(value=None, label="A"), "", ""
+        )  # fmt: skip
         return (
-            gr.update(value=results[0].image, label=labels[0], visible=True) if pair else gr.update(visible=False),
+            a[0],
             gr.update(value=results[-1].image, label=labels[-1]),
-            gr.update(value=tuple(r.image for r in results), visible=True) if pair else gr.update(visible=False),
-            generation.seed,
-            gr.update(value=latent_health(generation, names), color_map=colors),
+            a[1],
+            badge(results[-1].diagnostics),
+            latent_health_figure(generation, names),
             summary(generation, labels),
+            f"seed used: **{generation.seed}**",
+            generation.seed,
+            ignored(prompt),
+            [a[2], alts[-1]],
         )
 
     cleanup = (min(CACHE_CLEANUP_SECONDS, keep_outputs_seconds), keep_outputs_seconds)  # (every, age) seconds
     with gr.Blocks(title="wan-t2i: DDIM vs flow matching", delete_cache=cleanup) as demo:
-        gr.Markdown(DESCRIPTION)
-        if d.vocabulary_note:
-            gr.Markdown(f"**{d.name}** · {d.vocabulary_note}", elem_id="vocabulary-note")
+        gr.Markdown(HERO, elem_id="hero")
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
                 label="Prompt", placeholder="A serene lake at sunset", lines=1, max_lines=3, scale=5,
-                autofocus=True, elem_id="prompt", value=EXAMPLES[0] if render_on_load else None,
+                max_length=MAX_PROMPT_CHARS, elem_id="prompt", value=EXAMPLES[0] if render_on_load else None,
             )  # fmt: skip
-            button = gr.Button("Generate", variant="primary", scale=1, elem_id="generate")
+            with gr.Column(scale=1, min_width=120):
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
+        ignored_box = gr.Markdown(elem_id="ignored")
+        lessons = gr.Column()  # filled below, once the inputs a lesson sets (steps, in Advanced) exist
         with gr.Row(equal_height=True):
             side_by_side = gr.Checkbox(label="Compare side by side", value=True, elem_id="compare")
             sampler_a = gr.Dropdown(list(SAMPLERS), value=DEFAULT_A, label="Sampler A", elem_id="sampler-a")
             sampler_b = gr.Dropdown(list(SAMPLERS), value=DEFAULT_B, label="Sampler B", elem_id="sampler-b")
             model_a = gr.Radio(list(MODELS), value="student", label="Model A", visible=has_teacher)
             model_b = gr.Radio(list(MODELS), value="student", label="Model B", visible=has_teacher)
+        status = gr.Markdown(elem_id="status", min_height=24)  # the one progress display
+        with gr.Row(equal_height=True):
+            with gr.Column() as column_a:
+                image_a = gr.Image(
+                    label="A", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-a",
+                    buttons=image_buttons(),
+                )  # fmt: skip
+                badge_a = gr.HTML(elem_id="badge-a")
+            with gr.Column():
+                image_b = gr.Image(
+                    label="B", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-b",
+                    buttons=image_buttons(),
+                )  # fmt: skip
+                badge_b = gr.HTML(elem_id="badge-b")
+        with gr.Row(equal_height=True):
+            seed_used = gr.Markdown(elem_id="seed-used")
+            reuse = gr.Button("♻ Reuse this seed", size="sm", elem_id="reuse-seed")
+            dice = gr.Button("🎲 New seed each time", size="sm", elem_id="random-seed")
+        with gr.Row():
+            plot = gr.Plot(label="Latent health", format="png", elem_id="latent-plot", min_width=320)
+            with gr.Column(min_width=320):
+                summary_box = gr.Markdown(elem_id="summary")
         with gr.Accordion("Advanced", open=False):
-            negative_prompt = gr.Textbox(label="Negative prompt", value=d.negative_prompt, lines=2)
+            negative_prompt = gr.Textbox(
+                label="Negative prompt", value=d.negative_prompt, lines=2, max_length=MAX_PROMPT_CHARS
+            )
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS_UI, value=d.steps, step=1, label="Steps")
+                steps = gr.Slider(1, MAX_STEPS_UI, value=d.steps, step=1, label="Steps", elem_id="steps")
                 shift = gr.Slider(
-                    0.1, MAX_SHIFT_UI, value=d.shift, step=0.1, label="Shift",
-                    info="timestep shift: Wan uses 5 at 480p and 720p; fewer pixels want less",
+                    0.1, MAX_SHIFT_UI, value=d.shift, step=0.1, label="Shift", elem_id="shift",
+                    info="timestep shift of the flow samplers: more spends more steps at high noise; "
+                    "legacy_ddim ignores it",
                 )  # fmt: skip
                 guidance_scale = gr.Slider(
                     1, MAX_GUIDANCE, value=d.guidance_scale, step=0.5, label="Guidance scale", info="1 disables it"
@@ -142,63 +203,99 @@ def create_demo(
                 seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
                 randomize_seed = gr.Checkbox(value=True, label="Randomize seed", elem_id="randomize-seed")
                 choices = resolution_choices(pipe)
-                resolution = gr.Dropdown(choices, value=choices[0][1], label="Resolution (width × height)")
+                resolution = gr.Dropdown(
+                    choices, value=choices[0][1], label="Resolution (width × height)", visible=len(choices) > 1
+                )
             timesteps = gr.Textbox(
                 label="Timesteps", value=",".join(map(str, d.timesteps or ())), placeholder="1000,750,500,250",
                 info="explicit model timesteps for few-step students: they replace steps and shift; empty: none",
                 elem_id="timesteps",
             )  # fmt: skip
-        with gr.Row(equal_height=True):
-            image_a = gr.Image(
-                label="A", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-a"
-            )
-            image_b = gr.Image(
-                label="B", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-b"
-            )
-        slider = gr.ImageSlider(
-            label="Before / after (drag)", format="png", type="pil", max_height=2 * IMAGE_HEIGHT, elem_id="slider"
-        )
-        with gr.Row():
-            plot = gr.LinePlot(
-                x="step", y="latent std", color="series", tooltip="all", label="Latent health", x_axis_format="d",
-                title="Latent std per step, against the band the VAE decodes cleanly", elem_id="latent-plot",
+        with gr.Accordion("Why: what the samplers do to the latents", open=False, elem_id="why"):
+            gr.Markdown(DESCRIPTION)
+        if d.vocabulary_note:
+            with gr.Accordion("What this model understands", open=False, elem_id="vocabulary"):
+                gr.Markdown(f"**{d.name}** · {d.vocabulary_note}", elem_id="vocabulary-note")
+        with lessons:
+            examples = gr.Examples(
+                [list(lesson[1:]) for lesson in LESSONS], inputs=[prompt, sampler_a, sampler_b, steps],
+                label="Lessons (click one to run it)", example_labels=[lesson[0] for lesson in LESSONS],
             )  # fmt: skip
-            summary_box = gr.Markdown(elem_id="summary")
-        gr.Examples([[text] for text in EXAMPLES], inputs=[prompt])
+        last_seed = gr.State()
+        alt_text = gr.JSON(visible=False)
 
-        # The page's own event: Enter in the prompt or the button. Values reach the handler as sent (preprocess off),
-        # so that it, not a widget's conversion, judges each one (a prompt sent as a number is refused, not str()ed).
+        # The page's own event: Enter in the prompt, the button or a lesson. Values reach the handler as sent
+        # (preprocess off), so that it, not a widget's conversion, judges each one. The validator runs first, outside
+        # the queue: a bad value is marked at its field and the results on the page stay.
         form = dict(
             prompt=prompt, negative_prompt=negative_prompt, side_by_side=side_by_side, sampler_a=sampler_a,
             sampler_b=sampler_b, model_a=model_a, model_b=model_b, steps=steps, shift=shift,
             guidance_scale=guidance_scale, seed=seed, randomize_seed=randomize_seed, resolution=resolution,
             timesteps=timesteps,
         )  # fmt: skip
-        outputs = [image_a, image_b, slider, seed, plot, summary_box]
-        gr.on(
+
+        def validate(**values: Any) -> list[dict]:
+            bad = ("", "")
+            try:
+                handler.request(values)
+            except ValueError as error:
+                bad = (field_of(str(error)), one_line(error))
+            return [gr.validate(name != bad[0], bad[1] if name == bad[0] else "") for name in form]
+
+        outputs = [image_a, image_b, badge_a, badge_b, plot, summary_box, seed_used, last_seed, ignored_box, alt_text]
+        quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
+        busy = gr.on(  # queued, for its validator to run (Gradio validates queued events only), but never waits
             [prompt.submit, button.click],
-            handler.endpoint(show, form, len(outputs)),
+            lambda **_: (gr.update(value="Generating…", interactive=False), gr.update(visible=True)),
             inputs_kwargs=form,
-            outputs=outputs,
-            concurrency_id=GPU_LOCK,
-            api_visibility="private",
+            outputs=[button, stop],
+            validator=validate,
             preprocess=False,
+            concurrency_limit=None,
+            show_progress="hidden",
+            api_visibility="private",
         )
+        run = dict(
+            fn=handler.endpoint(show, form, len(outputs)), inputs_kwargs=form, outputs=outputs,
+            concurrency_id=GPU_LOCK, api_visibility="private", preprocess=False, show_progress_on=[status],
+        )  # fmt: skip
+        render = busy.success(**run)
+        idle = dict(
+            fn=lambda: (gr.update(value="Generate", interactive=True), gr.update(visible=False)),
+            outputs=[button, stop], **quiet,
+        )  # fmt: skip
+        render.then(**idle)
+        lesson = examples.load_input_event.then(**idle | dict(fn=lambda: (gr.update(interactive=False),) * 2))
+        lesson_render = lesson.then(**run)
+        lesson_render.then(**idle)
+        stop.click(**idle, cancels=[render, lesson_render])
+
+        alt_js = """(alts) => { if (!alts) return;
+            ["image-a", "image-b"].forEach((id, i) => document.querySelectorAll(`#${id} img`).forEach(
+                (img) => { img.alt = alts[i] || ""; }));
+        }"""  # gr.Image has no alt text of its own: the run's alt texts go onto its <img> elements
+        alt_text.change(None, inputs=alt_text, js=alt_js, **quiet)
         if render_on_load:  # rendered once now; each page view only shows it, outside the queue
             values = dict(prompt=EXAMPLES[0], sampler_a=DEFAULT_A, sampler_b=DEFAULT_B, seed=OPENING_SEED)
             opening = pipe.generate(handler.request(values))
-            demo.load(lambda: show(opening, values), outputs=outputs, queue=False, api_visibility="private")
-        side_a = [image_a, slider, sampler_a] + ([model_a] if has_teacher else [])
-        side_by_side.change(
-            lambda on: [gr.update(visible=on)] * len(side_a),
-            inputs=side_by_side,
-            outputs=side_a,
-            queue=False,
-            api_visibility="private",
-        )
+            demo.load(lambda: show(opening, values), outputs=outputs, **quiet)
+
+        side_a = [column_a, sampler_a] + ([model_a] if has_teacher else [])
+        side_by_side.change(lambda on: [gr.update(visible=on)] * len(side_a), side_by_side, side_a, **quiet)
+
+        def shift_matters(on: bool, a: str, b: str) -> dict:
+            flow = any(s != "legacy_ddim" for s in ((a, b) if on else (b,)))
+            return gr.update(interactive=flow)
+
+        gr.on([side_by_side.change, sampler_a.change, sampler_b.change], shift_matters,
+              [side_by_side, sampler_a, sampler_b], shift, **quiet)  # fmt: skip
+        seed.input(lambda: False, outputs=randomize_seed, **quiet)  # a typed seed is meant to be used
+        reuse.click(lambda used: (used, False) if used is not None else (gr.skip(), gr.skip()), last_seed,
+                    [seed, randomize_seed], **quiet)  # fmt: skip
+        dice.click(lambda: True, outputs=randomize_seed, **quiet)
         api_endpoints(handler, d)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    demo.launch_args = server_guards(demo)
+    demo.launch_args = server_guards(demo) | dict(css=CSS)
     return demo
 
 
@@ -207,7 +304,7 @@ def server_guards(demo: gr.Blocks) -> dict[str, Any]:
     left-out trailing API inputs filled in as defaults, uploads limited (the app takes no file)."""
     from starlette.middleware import Middleware
 
-    from wan_t2i.serving import BodyLimit, OmittedInputs
+    from wan_t2i.serving import BodyLimit, CacheSweeper, OmittedInputs
 
     inputs = {}  # api_name and fn_index of each sampling event -> its number of inputs
     for fn_index, fn in demo.fns.items():
@@ -216,6 +313,7 @@ def server_guards(demo: gr.Blocks) -> dict[str, Any]:
             if fn.api_name:
                 inputs[fn.api_name] = len(fn.inputs)
     middleware = [Middleware(BodyLimit), Middleware(OmittedInputs, inputs=inputs)]  # the first runs first
+    middleware.append(Middleware(CacheSweeper, blocks=demo))  # deletes served images by age: see serving.CacheSweeper
     return dict(max_file_size=MAX_UPLOAD, app_kwargs={"middleware": middleware})
 
 

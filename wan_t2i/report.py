@@ -1,49 +1,104 @@
-"""What a generation shows beside its images: the latent-health plot's rows, a Markdown summary, the API's JSON."""
+"""What a generation shows beside its images: the latent-health figure, a verdict badge per image, a Markdown
+summary, the API's JSON."""
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
+from matplotlib.figure import Figure
 
-from wan_t2i.diagnostics import HEALTHY_STD_RATIO
+from wan_t2i.diagnostics import HEALTHY_STD_RATIO, Diagnostics
 from wan_t2i.pipeline import Generation
 
+SERIES_COLORS = ("#dc2626", "#2563eb")  # the first branch red, the second blue; one branch alone is blue
+BAND_COLOR = "#16a34a"
+FEW_STEPS = 8  # below this many steps a flow sampler's image is a blurry average even when its latents are in range
 
-def latent_health(generation: Generation, names: Sequence[str]) -> pd.DataFrame:
-    """Latent std per step for each branch, plus the band the VAE decodes cleanly, as rows for `gr.LinePlot`."""
-    rows = []
-    for name, result in zip(names, generation.results.values(), strict=True):
+
+def ratio_text(ratio: float) -> str:
+    """A std ratio as people read it: "46x", "1.6x", "0.12x"."""
+    if not math.isfinite(ratio):
+        return "NaN"
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x" if ratio < 1 else f"{ratio:.1f}x"
+
+
+def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure:
+    """The latent std per step over the expected std, on a log axis, against the shaded band the VAE decodes cleanly.
+
+    One line with markers per branch, in the branch's fixed colour (`SERIES_COLORS`, by position), labelled at its end
+    with its name and final ratio ("legacy_ddim: 46x"); the x axis runs from noise to image.
+    """
+    figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    ax = figure.add_subplot()
+    low, high = HEALTHY_STD_RATIO
+    ax.axhspan(low, high, color=BAND_COLOR, alpha=0.15, lw=0)
+    ax.text(0.01, math.sqrt(low * high), " VAE decodes cleanly", transform=ax.get_yaxis_transform(),
+            va="center", ha="left", color=BAND_COLOR, fontsize=9)  # fmt: skip
+    results = list(generation.results.values())
+    colors = SERIES_COLORS[-len(results) :]
+    ratios = []
+    for name, result, color in zip(names, results, colors, strict=True):
         d = result.diagnostics
-        steps = enumerate(zip(d.t, d.latent_std, strict=True))
-        rows += [{"step": i + 1, "t": t, "latent std": std, "series": name} for i, (t, std) in steps]
-    first = next(iter(generation.results.values())).diagnostics
-    for label, value in latent_health_bands(generation).items():
-        rows += [{"step": i + 1, "t": t, "latent std": value, "series": label} for i, t in enumerate(first.t)]
-    return pd.DataFrame(rows, columns=["step", "t", "latent std", "series"])
+        y = [std / d.expected_std if math.isfinite(std) else math.nan for std in d.latent_std]
+        x = list(range(1, len(y) + 1))
+        ax.plot(x, y, color=color, marker="o", markersize=4, lw=2, label=name)
+        ratios += [v for v in y if math.isfinite(v) and v > 0]
+        if y and math.isfinite(y[-1]) and y[-1] > 0:
+            ax.annotate(f"{name}: {ratio_text(y[-1])}", (x[-1], y[-1]), xytext=(-4, 6), textcoords="offset points",
+                        ha="right", va="bottom", color=color, fontsize=9, fontweight="bold")  # fmt: skip
+    ax.set_yscale("log")
+    bottom, top = min([low, *ratios]) / 1.5, max([high, *ratios]) * 2
+    ax.set_ylim(bottom, top)
+    steps = max((len(r.diagnostics.latent_std) for r in results), default=1)
+    ax.set_xlim(0.5, steps + 0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("step (noise → image)")
+    ax.set_ylabel("latent std / what the VAE expects")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return figure
 
 
-def latent_health_bands(generation: Generation) -> dict[str, float]:
-    """The edges of the std band the VAE decodes cleanly (`HEALTHY_STD_RATIO` x the expected std), by series name."""
-    expected = next(iter(generation.results.values())).diagnostics.expected_std
-    low, high = (ratio * expected for ratio in HEALTHY_STD_RATIO)
-    return {f"VAE band low ({low:g})": low, f"VAE band high ({high:g})": high}
+def badge(diagnostics: Diagnostics) -> str:
+    """HTML: a red or green verdict for one image ("latents 46x too wide: the VAE cannot decode this")."""
+    d = diagnostics
+    low, high = HEALTHY_STD_RATIO
+    ratio = d.std_ratio
+    if not (math.isfinite(d.final_mean) and math.isfinite(ratio)):
+        kind, text = "bad", "latents diverged (NaN or infinity): nothing to decode"
+    elif ratio > high:
+        kind, text = "bad", f"latents {ratio_text(ratio)} too wide: the VAE cannot decode this"
+    elif ratio < low:
+        kind, text = "bad", f"latents only {ratio_text(ratio)} as wide as expected: flat and washed out"
+    elif abs(d.final_mean) > 0.5 * d.expected_std:
+        kind, text = "warn", f"latents offset by {d.final_mean:+.2f}: expect a colour cast"
+    else:
+        kind, text = "good", f"latents in range ({ratio_text(ratio)}): the VAE can decode this"
+    mark = {"bad": "✗", "warn": "!", "good": "✓"}[kind]
+    return f'<div class="verdict verdict-{kind}" role="status">{mark} {html.escape(text)}</div>'
 
 
 def summary(generation: Generation, names: Sequence[str]) -> str:
-    """Markdown: each branch's time and verdict, then the seed and the stage timings."""
+    """Markdown: each branch's verdict, what the verdict measures, then the seed and one set of stage timings.
+
+    The branches render in one batch, so there is one time for all of them, not one each.
+    """
     lines = []
     for name, result in zip(names, generation.results.values(), strict=True):
         d = result.diagnostics
         lines.append(
-            f"- **{name}** · {result.seconds:.2f} s · final latent std {d.final_std:.2f} "
-            f"(VAE expects {d.expected_std:.2f}): {d.verdict}"
+            f"- **{name}** · final latent std {d.final_std:.2f} (VAE expects {d.expected_std:.2f}): {d.verdict}"
         )
+    lines.append("\nThe verdict measures the latents' range, not the image's quality.")
+    steps = max(len(r.diagnostics.latent_std) for r in generation.results.values())
+    if steps < FEW_STEPS:
+        lines[-1] += f" With {steps} step{'s' * (steps != 1)}, expect a blurry average even in range: try 20."
     t = generation.timings
     lines.append(
-        f"\nSeed **{generation.seed}** · encode {t['encode']:.2f} s · denoise {t['denoise']:.2f} s · "
+        f"\nSeed **{generation.seed}** · one batch: encode {t['encode']:.2f} s · denoise {t['denoise']:.2f} s · "
         f"decode {t['decode']:.2f} s · total {t['total']:.2f} s"
     )
     return "\n".join(lines)
