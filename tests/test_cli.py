@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny saved model: the original run_inference.py flags, --compare, errors, start-up."""
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -182,3 +183,33 @@ def test_demo_model_vocabulary_names_the_words_it_drops():
         "bicycle",
     ]
     assert ignored_words(tokenizer, "Snowy mountains at dawn, above a still lake.") == []
+
+
+@pytest.mark.parametrize("case", ["under a file", "a folder"])
+def test_an_unwritable_output_path_is_found_before_the_model_loads(tmp_path, capsys, case):
+    """The teacher path does not exist: an error about the output path proves it was checked first."""
+    (tmp_path / "notes.txt").write_text("a file")
+    (tmp_path / "out.png").mkdir()
+    output = {"under a file": tmp_path / "notes.txt" / "out.png", "a folder": tmp_path / "out.png"}[case]
+    argv = ["--teacher_path", str(tmp_path / "no-model"), "--prompt", "a lake", "--output_path", str(output)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    expected = {"under a file": f"{tmp_path / 'notes.txt'} is a file, not a folder", "a folder": "is a folder"}[case]
+    assert err.startswith(f"error: --output_path {output} ") and expected in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_found_before_the_model_loads(tmp_path, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    argv = ["--teacher_path", str(tmp_path / "no-model"), "--prompt", "a lake", "--output_path", str(folder / "x.png")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: --output_path {folder / 'x.png'} cannot be written: Permission")
+
+
+def test_a_writable_output_path_is_left_as_it_was(tmp_path, capsys):
+    """The check creates nothing: the missing model is the error, and no file or folder appears."""
+    output = tmp_path / "new" / "deeper" / "x.png"
+    argv = ["--teacher_path", str(tmp_path / "no-model"), "--prompt", "a lake", "--output_path", str(output)]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

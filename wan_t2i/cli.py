@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from wan_t2i.app import SAMPLER_NOTES
-from wan_t2i.choices import DTYPES, PRESETS, SAMPLERS
+from wan_t2i.choices import DTYPES, PRESETS, SAMPLER_NOTES, SAMPLERS
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
 DEFAULT_OUTPUT = Path("outputs") / "output.png"  # outputs/ is git-ignored: renders stay out of the working tree
@@ -89,6 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="render the student and the teacher with --sampler from one seed (implies --with_teacher)",
     )
+    explore = parser.add_argument_group("sweeps and previews (docs/sweeps.md)")
+    explore.add_argument(
+        "--sweep",
+        action="append",
+        metavar="AXIS=V1,V2",
+        help="sweep an axis (repeat for a grid): sampler, shift, steps, guidance, seed, model (student,teacher) or "
+        "timesteps (lists separated by ';'); writes a labelled grid at --output_path, one PNG per cell, sweep.json "
+        "and sweep.csv",
+    )
+    explore.add_argument("--max_cells", type=int, default=64, help="refuse sweeps of more cells (default: 64)")
+    explore.add_argument(
+        "--preview_every",
+        type=int,
+        metavar="K",
+        help="every K steps, a preview of each sampler's predicted clean image: writes <output>_previews.png, a "
+        "filmstrip with one row per sampler",
+    )
     return parser
 
 
@@ -97,6 +114,25 @@ def output_paths(output_path: Path, labels: Sequence[str]) -> dict[str, Path]:
     if len(labels) == 1:
         return {labels[0]: output_path}
     return {label: output_path.with_name(f"{output_path.stem}_{label.replace('/', '_')}.png") for label in labels}
+
+
+def check_writable(path: Path) -> None:
+    """Raise ValueError, naming the flag and the folder, where no PNG can be written at `path`."""
+    if path.is_dir():
+        raise ValueError(f"--output_path {path} is a folder: give a file name, such as {path / DEFAULT_OUTPUT.name}")
+    folder = path.parent
+    while not folder.exists():  # the folders that save_png would create: their nearest existing parent decides
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--output_path {path} cannot be written: {folder} is a file, not a folder")
+    try:
+        if path.exists():
+            path.open("ab").close()  # opens without truncating: the render replaces it only once it is done
+        else:
+            tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        where = error.filename or folder
+        raise ValueError(f"--output_path {path} cannot be written: {error.strerror} ({where})") from None
 
 
 def in_flags(message: str) -> str:
@@ -143,6 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_path = Path(args.output_path)
     if output_path.suffix.lower() != ".png":
         output_path = output_path.with_suffix(".png")
+    try:
+        check_writable(output_path)  # before the model loads and renders, not after
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.sweep and (args.compare or args.compare_teacher or args.preview_every):
+        print(
+            "error: --sweep renders a grid: sweep the sampler or model axis (--sweep sampler=legacy_ddim,flow_unipc)"
+            " instead of --compare or --compare_teacher; --preview_every is for single renders",
+            file=sys.stderr,
+        )
+        return 2
     samplers, models = [args.sampler], None
     if args.compare:
         samplers = list(COMPARE_SAMPLERS)
@@ -185,8 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         notice = vocabulary_notice(pipe, request.prompt)
         if notice:
             print(notice)
+        if args.sweep:
+            return run_sweep(pipe, request, args, output_path)
         with tqdm(total=request.steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
-            generation = pipe.generate(request, progress=lambda i, n: bar.update(i - bar.n))
+            generation = pipe.generate(
+                request, progress=lambda i, n: bar.update(i - bar.n), preview_every=args.preview_every
+            )
     except ValueError as error:  # bad flags or an unusable model: say what to change, no traceback
         print(f"error: {in_flags(str(error))}", file=sys.stderr)
         return 2
@@ -203,8 +255,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         common = {k: v for k, v in next(iter(generation.results.values())).parameters.items() if k != "sampler"}
         save_png(side_by_side(generation.images), sheet_path, common | {"samplers": samplers, "models": models})
         print(f"{'side by side':>20}: {sheet_path}")
+    if generation.previews:
+        from wan_t2i.previews import filmstrip
+
+        strip_path = output_path.with_name(f"{output_path.stem}_previews.png")
+        save_png(filmstrip(generation.previews), strip_path, {"preview_every": args.preview_every})
+        print(f"{'previews':>20}: {strip_path}  (predicted clean image every {args.preview_every} steps)")
     # One batched run renders every branch together: its stages are timed once, for all of them.
     timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in generation.timings.items())
     branches = f" ({len(generation.results)} images in one batched run)" if len(generation.results) > 1 else ""
     print(f"timings{branches}: {timings}")
+    return 0
+
+
+def run_sweep(pipe, request, args: argparse.Namespace, output_path: Path) -> int:
+    """--sweep: every cell rendered through the one loop, then the grid, the cells' PNGs, sweep.json and sweep.csv."""
+    from tqdm.auto import tqdm
+
+    from wan_t2i.sweep import parse_axis
+
+    axes: dict[str, list] = {}
+    for text in args.sweep:
+        name, values = parse_axis(text)
+        if name in axes:
+            raise ValueError(f"--sweep {name} is given twice: put all its values in one, --sweep {name}=V1,V2,...")
+        axes[name] = values
+    with tqdm(desc="sweep", unit="step") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        sweep = pipe.sweep(request, axes, max_cells=args.max_cells, progress=progress)
+    written = sweep.write(output_path)
+    print(f"model: {pipe.defaults.name} on {pipe.device}; seed {sweep.request.seed}; {len(sweep.cells)} cells")
+    for cell, path in zip(sweep.cells, [p for k, p in written.items() if k.startswith("cell ")], strict=True):
+        values = ", ".join(f"{k}={v}" for k, v in cell.row().items() if k.startswith("axis_"))
+        print(
+            f"  {values.replace('axis_', '')}: {path.name}  {'ok' if cell.healthy else 'GARBAGE'}: "
+            f"std {cell.diagnostics.std_ratio:.3g}x"
+        )
+    print(f"grid: {written['grid']}; table: {written['csv']}, {written['json']}")
+    print(
+        f"{sweep.forwards} transformer forwards for {len(sweep.cells)} cells ({sweep.cell_forwards} cell by cell), "
+        f"{sweep.timings['total']:.2f} s"
+    )
     return 0
