@@ -79,6 +79,7 @@ def test_the_demo_model_is_scored_for_adherence_from_the_command_line(tmp_path, 
     assert main(argv) == 0 and "0 cells rendered, 2 already done" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_the_demo_evaluation_is_one_use_of_the_runner(demo_pipe, tmp_path):
     from wan_t2i.demo.analyzer import analyze_image, attribute_matches
     from wan_t2i.demo.evaluate import score_sampler_runs
