@@ -46,6 +46,7 @@ def test_filmstrip_lays_out_one_row_per_sampler_with_a_cell_per_preview():
     assert sheet.getpixel((150 + 10, 16 + 10)) == tuple(max(0, min(255, v)) for v in gray)
 
 
+@pytest.mark.slow  # two 20-step A/B renders: over 5 s on a busy 2-core machine
 def test_a_20_step_ab_keeps_previews_of_the_predicted_clean_image(demo_pipe):
     import numpy as np
 
