@@ -56,9 +56,9 @@ def test_importing_the_app_loads_no_model() -> None:
     assert not hasattr(app, "pipe") and not hasattr(app, "demo")
 
 
-def test_the_api_has_exactly_the_two_named_endpoints(client: Client) -> None:
+def test_the_api_has_exactly_the_three_named_endpoints(client: Client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/generate", "/compare"}
+    assert set(endpoints) == {"/generate", "/compare", "/sweep"}  # /sweep: the Sweep tab (issue 16)
     names = [p["parameter_name"] for p in endpoints["/compare"]["parameters"]]
     assert names[:6] == ["prompt", "negative_prompt", "sampler_a", "sampler_b", "model_a", "model_b"]
 
@@ -292,3 +292,36 @@ def test_the_page_has_no_autofocus_and_limits_the_prompt(tiny_pipe: WanT2IPipeli
     menus = [c["props"] for c in config if str(c["props"].get("label", "")).startswith("Resolution")]
     assert len(tiny_pipe.defaults.resolutions or ()) > 1 or not menus[0]["visible"]
     assert "share" not in props["image-a"]["buttons"] and "share" not in props["image-b"]["buttons"]  # not a Space
+
+
+def test_sweep_renders_a_labelled_grid_with_a_verdict_per_cell(client: Client, tiny_pipe: WanT2IPipeline) -> None:
+    grid, table, details = client.predict(
+        PROMPT, "flow_unipc", "shift", "1,5", "sampler", "legacy_ddim,flow_unipc", STEPS, 5.0, 1.0, 9,
+        api_name="/sweep",
+    )  # fmt: skip
+    cells = details["cells"]
+    assert details["seed"] == 9 and len(cells) == 4
+    assert [(c["axis_shift"], c["axis_sampler"]) for c in cells] == [
+        (1, "legacy_ddim"), (1, "flow_unipc"), (5, "legacy_ddim"), (5, "flow_unipc"),
+    ]  # fmt: skip
+    assert [c["verdict_word"] for c in cells if c["axis_sampler"] == "legacy_ddim"] == ["garbage", "garbage"]
+    assert len(table["data"]) == 4
+    with Image.open(grid) as image:
+        assert image.width > 2 * 48 and image.height > 2 * 32  # two columns and two rows of 48x32 cells, labelled
+    single = tiny_pipe.generate(PROMPT, samplers=["flow_unipc"], steps=STEPS, shift=5.0, seed=9)["flow_unipc"]
+    assert abs(cells[3]["std_ratio"] - single.diagnostics.std_ratio) < 1e-4  # a cell is the single render
+
+
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        (("shift", "1,x", "none", ""), "sweep axis shift takes numbers"),
+        (("shift", "1,3", "shift", "5"), "sweep axis shift is chosen twice"),
+        (("colour", "red", "none", ""), "sweep axis must be one of"),
+        (("seed", ",".join(map(str, range(17))), "none", ""), "the sweep has 17 cells; the limit is 16"),
+        (("steps", "150", "sampler", "legacy_ddim,flow_unipc"), "over 2 cells; .* fewer cells or fewer steps"),
+    ],
+)
+def test_a_bad_sweep_is_refused_before_it_renders(client: Client, axes: tuple, message: str) -> None:
+    with pytest.raises(AppError, match=message):
+        client.predict(PROMPT, "flow_unipc", *axes, STEPS, 5.0, 1.0, 1, api_name="/sweep")

@@ -293,6 +293,23 @@ def test_ignored_words_and_a_lesson_that_runs_on_click(url: str) -> None:
         assert page.locator("#ignored").inner_text().strip() == ""
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_a_sweep_renders_its_grid_and_table(url: str, width: int, height: int) -> None:
+    with open_page(url, width=width, height=height) as page:
+        page.get_by_role("tab", name="Sweep").click()
+        page.locator("#sweep-values-1 textarea, #sweep-values-1 input").first.fill("1,5")
+        page.locator("#sweep-run").click()
+        page.locator("#sweep-grid img").wait_for(state="visible")
+        page.wait_for_function("() => document.querySelector('#sweep-table').innerText.includes('garbage')")
+        words = [line.strip() for line in page.locator("#sweep-table").inner_text().splitlines()]
+        assert words.count("garbage") == 2 and words.count("ok") == 2, words  # one verdict per cell
+        assert words.count("legacy_ddim") == 2 and words.count("flow_unipc") == 2
+        box = page.locator("#sweep-grid img").bounding_box()
+        assert box["width"] > 100 and box["x"] + box["width"] <= width  # fits the page, on a phone too
+
+
 def main(argv: list[str] | None = None) -> int:
     """`--screenshot PATH`: the comparison on the embedded demo model (or --teacher_path), as a PNG for the README."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

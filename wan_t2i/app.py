@@ -106,6 +106,7 @@ def create_demo(
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
+    from wan_t2i.app_sweep import add_sweep_tab
     from wan_t2i.handlers import Handler, one_line
     from wan_t2i.report import badge, latent_health_figure, summary
     from wan_t2i.request import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MODELS
@@ -147,80 +148,91 @@ def create_demo(
     cleanup = (min(CACHE_CLEANUP_SECONDS, keep_outputs_seconds), keep_outputs_seconds)  # (every, age) seconds
     with gr.Blocks(title="wan-t2i: DDIM vs flow matching", delete_cache=cleanup) as demo:
         gr.Markdown(HERO, elem_id="hero")
-        with gr.Row(equal_height=True):
-            prompt = gr.Textbox(
-                label="Prompt", placeholder="A serene lake at sunset", lines=1, max_lines=3, scale=5,
-                max_length=MAX_PROMPT_CHARS, elem_id="prompt", value=EXAMPLES[0] if render_on_load else None,
-            )  # fmt: skip
-            with gr.Column(scale=1, min_width=120):
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
-                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
-        ignored_box = gr.Markdown(elem_id="ignored")
-        lessons = gr.Column()  # filled below, once the inputs a lesson sets (steps, in Advanced) exist
-        with gr.Row(equal_height=True):
-            side_by_side = gr.Checkbox(label="Compare side by side", value=True, elem_id="compare")
-            sampler_a = gr.Dropdown(list(SAMPLERS), value=DEFAULT_A, label="Sampler A", elem_id="sampler-a")
-            sampler_b = gr.Dropdown(list(SAMPLERS), value=DEFAULT_B, label="Sampler B", elem_id="sampler-b")
-            model_a = gr.Radio(list(MODELS), value="student", label="Model A", visible=has_teacher)
-            model_b = gr.Radio(list(MODELS), value="student", label="Model B", visible=has_teacher)
-        status = gr.Markdown(elem_id="status", min_height=24)  # the one progress display
-        with gr.Row(equal_height=True):
-            with gr.Column() as column_a:
-                image_a = gr.Image(
-                    label="A", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-a",
-                    buttons=image_buttons(),
-                )  # fmt: skip
-                badge_a = gr.HTML(elem_id="badge-a")
-            with gr.Column():
-                image_b = gr.Image(
-                    label="B", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT, elem_id="image-b",
-                    buttons=image_buttons(),
-                )  # fmt: skip
-                badge_b = gr.HTML(elem_id="badge-b")
-        with gr.Row(equal_height=True):
-            seed_used = gr.Markdown(elem_id="seed-used")
-            reuse = gr.Button("♻ Reuse this seed", size="sm", elem_id="reuse-seed")
-            dice = gr.Button("🎲 New seed each time", size="sm", elem_id="random-seed")
-        with gr.Row():
-            plot = gr.Plot(label="Latent health", format="png", elem_id="latent-plot", min_width=320)
-            with gr.Column(min_width=320):
-                summary_box = gr.Markdown(elem_id="summary")
-        with gr.Accordion("Advanced", open=False):
-            negative_prompt = gr.Textbox(
-                label="Negative prompt", value=d.negative_prompt, lines=2, max_length=MAX_PROMPT_CHARS
-            )
-            with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS_UI, value=d.steps, step=1, label="Steps", elem_id="steps")
-                shift = gr.Slider(
-                    0.1, MAX_SHIFT_UI, value=d.shift, step=0.1, label="Shift", elem_id="shift",
-                    info="timestep shift of the flow samplers: more spends more steps at high noise; "
-                    "legacy_ddim ignores it",
-                )  # fmt: skip
-                guidance_scale = gr.Slider(
-                    1, MAX_GUIDANCE, value=d.guidance_scale, step=0.5, label="Guidance scale", info="1 disables it"
-                )
-            with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed")
-                randomize_seed = gr.Checkbox(value=True, label="Randomize seed", elem_id="randomize-seed")
-                choices = resolution_choices(pipe)
-                resolution = gr.Dropdown(
-                    choices, value=choices[0][1], label="Resolution (width × height)", visible=len(choices) > 1
-                )
-            timesteps = gr.Textbox(
-                label="Timesteps", value=",".join(map(str, d.timesteps or ())), placeholder="1000,750,500,250",
-                info="explicit model timesteps for few-step students: they replace steps and shift; empty: none",
-                elem_id="timesteps",
-            )  # fmt: skip
-        with gr.Accordion("Why: what the samplers do to the latents", open=False, elem_id="why"):
-            gr.Markdown(DESCRIPTION)
-        if d.vocabulary_note:
-            with gr.Accordion("What this model understands", open=False, elem_id="vocabulary"):
-                gr.Markdown(f"**{d.name}** · {d.vocabulary_note}", elem_id="vocabulary-note")
-        with lessons:
-            examples = gr.Examples(
-                [list(lesson[1:]) for lesson in LESSONS], inputs=[prompt, sampler_a, sampler_b, steps],
-                label="Lessons (click one to run it)", example_labels=[lesson[0] for lesson in LESSONS],
-            )  # fmt: skip
+        with gr.Tabs():
+            with gr.Tab("Compare", id="compare-tab"):
+                with gr.Row(equal_height=True):
+                    prompt = gr.Textbox(
+                        label="Prompt", placeholder="A serene lake at sunset", lines=1, max_lines=3, scale=5,
+                        max_length=MAX_PROMPT_CHARS, elem_id="prompt", value=EXAMPLES[0] if render_on_load else None,
+                    )  # fmt: skip
+                    with gr.Column(scale=1, min_width=120):
+                        button = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop")
+                ignored_box = gr.Markdown(elem_id="ignored")
+                lessons = gr.Column()  # filled below, once the inputs a lesson sets (steps, in Advanced) exist
+                with gr.Row(equal_height=True):
+                    side_by_side = gr.Checkbox(label="Compare side by side", value=True, elem_id="compare")
+                    sampler_a = gr.Dropdown(list(SAMPLERS), value=DEFAULT_A, label="Sampler A", elem_id="sampler-a")
+                    sampler_b = gr.Dropdown(list(SAMPLERS), value=DEFAULT_B, label="Sampler B", elem_id="sampler-b")
+                    model_a = gr.Radio(list(MODELS), value="student", label="Model A", visible=has_teacher)
+                    model_b = gr.Radio(list(MODELS), value="student", label="Model B", visible=has_teacher)
+                status = gr.Markdown(elem_id="status", min_height=24)  # the one progress display
+                with gr.Row(equal_height=True):
+                    with gr.Column() as column_a:
+                        image_a = gr.Image(
+                            label="A", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT,
+                            elem_id="image-a", buttons=image_buttons(),
+                        )  # fmt: skip
+                        badge_a = gr.HTML(elem_id="badge-a")
+                    with gr.Column():
+                        image_b = gr.Image(
+                            label="B", format="png", type="pil", interactive=False, height=IMAGE_HEIGHT,
+                            elem_id="image-b", buttons=image_buttons(),
+                        )  # fmt: skip
+                        badge_b = gr.HTML(elem_id="badge-b")
+                with gr.Row(equal_height=True):
+                    seed_used = gr.Markdown(elem_id="seed-used")
+                    reuse = gr.Button("♻ Reuse this seed", size="sm", elem_id="reuse-seed")
+                    dice = gr.Button("🎲 New seed each time", size="sm", elem_id="random-seed")
+                with gr.Row():
+                    plot = gr.Plot(label="Latent health", format="png", elem_id="latent-plot", min_width=320)
+                    with gr.Column(min_width=320):
+                        summary_box = gr.Markdown(elem_id="summary")
+                with gr.Accordion("Advanced", open=False):
+                    negative_prompt = gr.Textbox(
+                        label="Negative prompt", value=d.negative_prompt, lines=2, max_length=MAX_PROMPT_CHARS
+                    )
+                    with gr.Row():
+                        steps = gr.Slider(1, MAX_STEPS_UI, value=d.steps, step=1, label="Steps", elem_id="steps")
+                        shift = gr.Slider(
+                            0.1, MAX_SHIFT_UI, value=d.shift, step=0.1, label="Shift", elem_id="shift",
+                            info="timestep shift of the flow samplers: more spends more steps at high noise; "
+                            "legacy_ddim ignores it",
+                        )  # fmt: skip
+                        guidance_scale = gr.Slider(
+                            1,
+                            MAX_GUIDANCE,
+                            value=d.guidance_scale,
+                            step=0.5,
+                            label="Guidance scale",
+                            info="1 disables it",
+                        )
+                    with gr.Row():
+                        seed = gr.Number(
+                            value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed"
+                        )
+                        randomize_seed = gr.Checkbox(value=True, label="Randomize seed", elem_id="randomize-seed")
+                        choices = resolution_choices(pipe)
+                        resolution = gr.Dropdown(
+                            choices, value=choices[0][1], label="Resolution (width × height)", visible=len(choices) > 1
+                        )
+                    timesteps = gr.Textbox(
+                        label="Timesteps", value=",".join(map(str, d.timesteps or ())), placeholder="1000,750,500,250",
+                        info="explicit model timesteps for few-step students, replacing steps and shift; empty: none",
+                        elem_id="timesteps",
+                    )  # fmt: skip
+                with gr.Accordion("Why: what the samplers do to the latents", open=False, elem_id="why"):
+                    gr.Markdown(DESCRIPTION)
+                if d.vocabulary_note:
+                    with gr.Accordion("What this model understands", open=False, elem_id="vocabulary"):
+                        gr.Markdown(f"**{d.name}** · {d.vocabulary_note}", elem_id="vocabulary-note")
+                with lessons:
+                    examples = gr.Examples(
+                        [list(lesson[1:]) for lesson in LESSONS], inputs=[prompt, sampler_a, sampler_b, steps],
+                        label="Lessons (click one to run it)", example_labels=[lesson[0] for lesson in LESSONS],
+                    )  # fmt: skip
+            with gr.Tab("Sweep", id="sweep-tab"):
+                add_sweep_tab(handler, d, GPU_LOCK, EXAMPLES[0])
         last_seed = gr.State()
         alt_text = gr.JSON(visible=False)
 
