@@ -97,3 +97,19 @@ def test_the_cli_writes_a_filmstrip_per_comparison(tmp_path, capsys):
     strip = Image.open(tmp_path / "ab_previews.png")
     assert "previews" in capsys.readouterr().out
     assert strip.height > 2 * 256 and strip.width > 3 * 256  # two samplers, three previews of 256 x 256
+
+
+def test_every_m_steps_a_preview_is_the_full_decode(demo_pipe):
+    import numpy as np
+
+    request = demo_pipe.request("A lake at dawn", samplers=["legacy_ddim", "flow_unipc"], seed=2, steps=4)
+    generation = demo_pipe.generate(request, preview_every=1, preview_decode_every=2)
+    frames = dict(generation.previews["flow_unipc"])
+    assert list(frames) == [1, 2, 3, 4]
+    cheap = demo_pipe.preview_map().images(generation["flow_unipc"].latents, demo_pipe.vae_scale)[0]
+    final = np.asarray(generation["flow_unipc"].image, dtype=np.int16)
+    # step 4 is decoded: flow_unipc's last prediction is its final latents, so it is the rendered image
+    assert np.abs(np.asarray(frames[4], dtype=np.int16) - final).max() <= 1
+    assert np.abs(np.asarray(cheap, dtype=np.int16) - final).mean() > 5  # the cheap map is only an approximation
+    with pytest.raises(ValueError, match="preview_decode_every needs preview_every"):
+        demo_pipe.generate(request, preview_decode_every=2)

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="every K steps, a preview of each sampler's predicted clean image: writes <output>_previews.png, a "
         "filmstrip with one row per sampler",
     )
+    explore.add_argument(
+        "--preview_decode_every",
+        type=int,
+        metavar="M",
+        help="with --preview_every: every M steps the preview is the full VAE decode instead of the cheap map",
+    )
     return parser
 
 
@@ -237,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sweep(pipe, request, args, output_path)
         with tqdm(total=request.steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
             generation = pipe.generate(
-                request, progress=lambda i, n: bar.update(i - bar.n), preview_every=args.preview_every
+                request,
+                progress=lambda i, n: bar.update(i - bar.n),
+                preview_every=args.preview_every,
+                preview_decode_every=args.preview_decode_every,
             )
     except ValueError as error:  # bad flags or an unusable model: say what to change, no traceback
         print(f"error: {in_flags(str(error))}", file=sys.stderr)

@@ -166,6 +166,7 @@ class WanT2IPipeline:
         *,
         progress: Progress | None = None,
         preview_every: int | None = None,
+        preview_decode_every: int | None = None,
         on_preview: PreviewCallback | None = None,
         **settings: Any,
     ) -> Generation:
@@ -174,7 +175,8 @@ class WanT2IPipeline:
 
         `preview_every` k: every k steps (and at the last) a cheap preview of each branch's predicted clean image
         (`wan_t2i.previews`, the model's latent -> RGB map), passed to `on_preview` and kept in
-        `Generation.previews`; none by default, and then nothing is computed for them.
+        `Generation.previews`; none by default, and then nothing is computed for them. `preview_decode_every` m:
+        every m steps the preview is the full VAE decode instead (slower; for a coarser interval than k).
 
         `request` is a GenerationRequest, or a prompt with `settings` as for `request()`. Branches on one model share
         one transformer forward per step, and the first step's evaluation (every grid starts at t = 999);
@@ -191,8 +193,13 @@ class WanT2IPipeline:
         if request.seed is None:
             request = request.with_seed(secrets.randbelow(MAX_SEED + 1))
         recorder = None  # previews, only where asked for: a run without them computes none
+        if preview_decode_every is not None and preview_every is None:
+            raise ValueError("preview_decode_every needs preview_every: the steps between cheap previews")
         if preview_every is not None:
-            recorder = Previews(self.preview_map(), preview_every, request.labels(), on_preview, self.vae_scale)
+            recorder = Previews(
+                self.preview_map(), preview_every, request.labels(), on_preview, self.vae_scale,
+                decode=self.decode, decode_every=preview_decode_every,
+            )  # fmt: skip
         start = time.perf_counter()
 
         # 1. Encode the prompt, and the negative prompt where an expert is guided.
@@ -382,7 +389,8 @@ class WanT2IPipeline:
 
 
 class Previews:
-    """Step previews of each branch's predicted clean image, every `every` steps and at the last."""
+    """Step previews of each branch's predicted clean image, every `every` steps and at the last: by the linear
+    latent -> RGB map, or, every `decode_every` steps, by `decode` (the full VAE)."""
 
     def __init__(
         self,
@@ -391,21 +399,28 @@ class Previews:
         labels: Sequence[str],
         on_preview: PreviewCallback | None = None,
         scale: int = 8,
+        decode: Callable[[torch.Tensor], list[Image.Image]] | None = None,
+        decode_every: int | None = None,
     ):
         """`scale`: the VAE's stride, so that a preview has the image's size."""
-        if not is_integer(every) or every < 1:
-            raise ValueError(f"preview_every must be a whole number of steps >= 1, got {every!r}")
+        for name, value in (("preview_every", every), ("preview_decode_every", decode_every)):
+            if value is not None and (not is_integer(value) or value < 1):
+                raise ValueError(f"{name} must be a whole number of steps >= 1, got {value!r}")
+        if decode_every is not None and decode is None:
+            raise ValueError("preview_decode_every needs the VAE's decode")
         self.latent_rgb, self.every, self.labels, self.on_preview = latent_rgb, every, list(labels), on_preview
-        self.scale = scale
+        self.scale, self.decode, self.decode_every = scale, decode, decode_every
         self.frames: dict[str, list[tuple[int, Image.Image]]] = {label: [] for label in self.labels}
 
     def record(self, step: int, total: int, x0s: Sequence[torch.Tensor | None]) -> None:
-        if step % self.every and step != total:
+        decoded = self.decode_every is not None and step % self.decode_every == 0
+        if step % self.every and step != total and not decoded:
             return
         live = [(label, x0) for label, x0 in zip(self.labels, x0s, strict=True) if x0 is not None]
         if not live:
             return
-        images = self.latent_rgb.images(torch.cat([x0 for _, x0 in live]), self.scale)
+        x0 = torch.cat([x0 for _, x0 in live])
+        images = self.decode(x0) if decoded else self.latent_rgb.images(x0, self.scale)
         shown = {}
         for (label, _), image in zip(live, images, strict=True):
             self.frames[label].append((step, image))
