@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import free_port
+
+if __name__ == "__main__":  # run as a script: this checkout's wan_t2i, before conftest imports whatever is installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

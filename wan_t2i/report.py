@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from wan_t2i.diagnostics import HEALTHY_STD_RATIO, Diagnostics
 from wan_t2i.pipeline import Generation
@@ -31,12 +32,12 @@ def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure
     One line with markers per branch, in the branch's fixed colour (`SERIES_COLORS`, by position), labelled at its end
     with its name and final ratio ("legacy_ddim: 46x"); the x axis runs from noise to image.
     """
-    figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    figure = Figure(figsize=(5.6, 3.6), dpi=100, layout="constrained")
     ax = figure.add_subplot()
     low, high = HEALTHY_STD_RATIO
     ax.axhspan(low, high, color=BAND_COLOR, alpha=0.15, lw=0)
-    ax.text(0.01, math.sqrt(low * high), " VAE decodes cleanly", transform=ax.get_yaxis_transform(),
-            va="center", ha="left", color=BAND_COLOR, fontsize=9)  # fmt: skip
+    ax.text(0.01, high, " VAE decodes cleanly", transform=ax.get_yaxis_transform(),
+            va="top", ha="left", color=BAND_COLOR, fontsize=11, fontweight="bold")  # fmt: skip
     results = list(generation.results.values())
     colors = SERIES_COLORS[-len(results) :]
     ratios = []
@@ -48,17 +49,20 @@ def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure
         ratios += [v for v in y if math.isfinite(v) and v > 0]
         if y and math.isfinite(y[-1]) and y[-1] > 0:
             ax.annotate(f"{name}: {ratio_text(y[-1])}", (x[-1], y[-1]), xytext=(-4, 6), textcoords="offset points",
-                        ha="right", va="bottom", color=color, fontsize=9, fontweight="bold")  # fmt: skip
+                        ha="right", va="bottom", color=color, fontsize=11, fontweight="bold")  # fmt: skip
     ax.set_yscale("log")
     bottom, top = min([low, *ratios]) / 1.5, max([high, *ratios]) * 2
     ax.set_ylim(bottom, top)
     steps = max((len(r.diagnostics.latent_std) for r in results), default=1)
     ax.set_xlim(0.5, steps + 0.5)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("step (noise → image)")
-    ax.set_ylabel("latent std / what the VAE expects")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ratio_text(v)))  # 1x, 10x, not 10^1
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("step (noise → image)", fontsize=11)
+    ax.set_ylabel("latent std / what the VAE expects", fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.grid(True, which="major", alpha=0.3)  # no legend: each line carries its name at its end
     return figure
 
 
