@@ -56,9 +56,9 @@ def test_importing_the_app_loads_no_model() -> None:
     assert not hasattr(app, "pipe") and not hasattr(app, "demo")
 
 
-def test_the_api_has_exactly_the_three_named_endpoints(client: Client) -> None:
+def test_the_api_has_exactly_the_four_named_endpoints(client: Client) -> None:
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/generate", "/compare", "/sweep"}  # /sweep: the Sweep tab (issue 16)
+    assert set(endpoints) == {"/generate", "/compare", "/sweep", "/diagnose"}  # the Sweep and Diagnose tabs (issue 16)
     names = [p["parameter_name"] for p in endpoints["/compare"]["parameters"]]
     assert names[:6] == ["prompt", "negative_prompt", "sampler_a", "sampler_b", "model_a", "model_b"]
 
@@ -325,3 +325,11 @@ def test_sweep_renders_a_labelled_grid_with_a_verdict_per_cell(client: Client, t
 def test_a_bad_sweep_is_refused_before_it_renders(client: Client, axes: tuple, message: str) -> None:
     with pytest.raises(AppError, match=message):
         client.predict(PROMPT, "flow_unipc", *axes, STEPS, 5.0, 1.0, 1, api_name="/sweep")
+
+
+def test_diagnose_returns_the_doctors_report_and_figure(client: Client) -> None:
+    figure, report = client.predict(api_name="/diagnose")
+    assert report.startswith("# Checkpoint doctor") and "## The VAE at T = 1" in report
+    assert "## What the model predicts" in report
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.width > 300

@@ -313,6 +313,17 @@ def test_a_sweep_renders_its_grid_and_table(url: str, width: int, height: int) -
         assert box["width"] > 100 and box["x"] + box["width"] <= width  # fits the page, on a phone too
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_diagnose_tab_renders_its_report(url: str) -> None:
+    with open_page(url) as page:
+        page.get_by_role("tab", name="Diagnose").click()
+        page.locator("#diagnose-run").click()
+        page.locator("#diagnose-figure img").wait_for(state="visible")
+        report = page.locator("#diagnose-report").inner_text()
+        assert "Checkpoint doctor" in report and "The VAE at T = 1" in report
+
+
 def main(argv: list[str] | None = None) -> int:
     """`--screenshot PATH`: the comparison on the embedded demo model (or --teacher_path), as a PNG for the README."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -106,6 +106,7 @@ def create_demo(
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
+    from wan_t2i.app_diagnose import add_diagnose_tab
     from wan_t2i.app_sweep import add_sweep_tab
     from wan_t2i.handlers import Handler, one_line
     from wan_t2i.report import badge, latent_health_figure, summary
@@ -233,6 +234,8 @@ def create_demo(
                     )  # fmt: skip
             with gr.Tab("Sweep", id="sweep-tab"):
                 add_sweep_tab(handler, d, GPU_LOCK, EXAMPLES[0])
+            with gr.Tab("Diagnose", id="diagnose-tab"):
+                add_diagnose_tab(pipe, GPU_LOCK)
         last_seed = gr.State()
         alt_text = gr.JSON(visible=False)
 
