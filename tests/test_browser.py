@@ -176,6 +176,14 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
         assert first["alts"][1].startswith("flow_unipc render of")
         assert (tmp_path / "compare.png").stat().st_size > 10_000
         assert not page.locator("#slider").count()  # the pair is shown once (#8)
+        with page.expect_download() as download:  # ... and downloads as one labelled PNG named for what it shows
+            page.locator("#download-pair").click()
+        name = download.value.suggested_filename
+        assert name.startswith("a-serene-lake-at-sunset_legacy_ddim-vs-flow_unipc_seed") and name.endswith(".png")
+        from PIL import Image
+
+        with Image.open(download.value.path()) as sheet:
+            assert sheet.width > 2 * 48 and "pair" in sheet.text["parameters"]
 
         # Comparison off, and Enter in the prompt generates: only sampler B's image, one verdict.
         page.locator("#compare input[type=checkbox]").uncheck()
@@ -186,6 +194,7 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
         alone = shown(page)
         assert "flow_unipc" in alone["summary"] and "legacy_ddim" not in alone["summary"]
         assert alone["sources"][1] != first["sources"][1]
+        assert not page.locator("#download-pair").is_visible()  # no pair to download
 
         # Comparison on again: no image A from the older run beside the new image B (#3).
         page.locator("#compare input[type=checkbox]").check()
@@ -244,6 +253,11 @@ def test_an_input_error_keeps_the_results_and_the_seed_field(url: str) -> None:
         assert "Error" not in page.locator("#image-b").inner_text()
         # The seed field is still a field: typing a seed into it unticks "Randomize seed".
         page.get_by_text("Advanced").click()
+        page.locator("#shift [data-testid='block-info']").wait_for()
+        colors = page.locator("[data-testid='block-info']").evaluate_all(
+            "(all) => all.filter(e => e.offsetParent).map(e => getComputedStyle(e).color)"
+        )
+        assert colors and set(colors) == {"rgb(75, 85, 99)"}, colors  # #10: help text at 7.6:1 on white
         page.locator("#randomize-seed input[type=checkbox]").check()
         page.locator("#seed input").fill("")
         page.locator("#seed input").press_sequentially("42")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +86,12 @@ def field_of(message: str) -> str:
     return "prompt"
 
 
+def pair_file_name(prompt: str, samplers: Sequence[str], seed: int) -> str:
+    """A download's name that says what it is: `a-serene-lake-at-sunset_legacy_ddim-vs-flow_unipc_seed7.png`."""
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48].rstrip("-") or "image"
+    return f"{words}_{'-vs-'.join(samplers)}_seed{seed}.png"
+
+
 def image_buttons() -> list[str]:
     """The images' corner buttons: Gradio's Share (to Hugging Face discussions) only where it works, on a Space."""
     return ["download", "fullscreen"] + (["share"] if os.environ.get("SPACE_ID") else [])
@@ -106,6 +114,7 @@ def create_demo(
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
+    from wan_t2i import images  # its side_by_side, not the checkbox of that name below
     from wan_t2i.app_diagnose import add_diagnose_tab
     from wan_t2i.app_sweep import add_sweep_tab
     from wan_t2i.handlers import Handler, one_line
@@ -133,6 +142,14 @@ def create_demo(
         a = (gr.update(value=results[0].image, label=labels[0]), badge(results[0].diagnostics), alts[0]) if pair else (
             gr.update(value=None, label="A"), "", ""
         )  # fmt: skip
+        download = gr.update(visible=False, value=None)
+        if pair:  # the pair as one labelled PNG (the CLI's side by side), named for what it shows, in Gradio's cache
+            sheet = images.side_by_side({label: r.image for label, r in zip(labels, results, strict=True)})
+            os.makedirs(demo.GRADIO_CACHE, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix="pair-", dir=demo.GRADIO_CACHE)  # swept by age with the served images
+            name = pair_file_name(prompt, [r.sampler for r in results], generation.seed)
+            path = images.save_png(sheet, Path(folder) / name, {"pair": [r.parameters for r in results]})
+            download = gr.update(visible=True, value=str(path))
         return (
             a[0],
             gr.update(value=results[-1].image, label=labels[-1]),
@@ -144,6 +161,7 @@ def create_demo(
             generation.seed,
             ignored(prompt),
             [a[2], alts[-1]],
+            download,
         )
 
     cleanup = (min(CACHE_CLEANUP_SECONDS, keep_outputs_seconds), keep_outputs_seconds)  # (every, age) seconds
@@ -185,6 +203,9 @@ def create_demo(
                     seed_used = gr.Markdown(elem_id="seed-used")
                     reuse = gr.Button("♻ Reuse this seed", size="sm", elem_id="reuse-seed")
                     dice = gr.Button("🎲 New seed each time", size="sm", elem_id="random-seed")
+                    pair_download = gr.DownloadButton(
+                        "Download the pair", size="sm", visible=False, elem_id="download-pair"
+                    )
                 with gr.Row():
                     plot = gr.Plot(label="Latent health", format="png", elem_id="latent-plot", min_width=320)
                     with gr.Column(min_width=320):
@@ -258,6 +279,7 @@ def create_demo(
             return [gr.validate(name != bad[0], bad[1] if name == bad[0] else "") for name in form]
 
         outputs = [image_a, image_b, badge_a, badge_b, plot, summary_box, seed_used, last_seed, ignored_box, alt_text]
+        outputs.append(pair_download)
         quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
         busy = gr.on(  # queued, for its validator to run (Gradio validates queued events only), but never waits
             [prompt.submit, button.click],
