@@ -333,3 +333,14 @@ def test_diagnose_returns_the_doctors_report_and_figure(client: Client) -> None:
     assert "## What the model predicts" in report
     with Image.open(figure) as image:
         assert image.format == "PNG" and image.width > 300
+
+
+def test_the_api_describes_each_endpoint_and_parameter(client: Client) -> None:
+    """#13: descriptions that say what a parameter does, not "the input value of the 'steps' Number component"."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "two samplers" in endpoints["/compare"]["description"]
+    assert "one sampler" in endpoints["/generate"]["description"]
+    assert "grid" in endpoints["/sweep"]["description"] and "doctor" in endpoints["/diagnose"]["description"]
+    labels = {p["parameter_name"]: p["label"] for p in endpoints["/generate"]["parameters"]}
+    assert labels["steps"].startswith("steps: denoising steps") and "drawn" in labels["seed"]
+    assert all(": " in label for label in labels.values()), labels

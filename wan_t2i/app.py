@@ -365,19 +365,23 @@ def api_endpoints(handler: Handler, d: Any) -> None:
     from wan_t2i.request import MODELS
 
     with gr.Column(visible=False):
+        # Each label says what its parameter does: the API page and `view_api` show it (the names come from the
+        # endpoint's signature).
         field = dict(
-            prompt=gr.Textbox(label="prompt"),
-            negative_prompt=gr.Textbox(value=d.negative_prompt, label="negative_prompt"),
-            sampler_a=gr.Dropdown(list(SAMPLERS), value=DEFAULT_A, label="sampler_a"),
-            sampler_b=gr.Dropdown(list(SAMPLERS), value=DEFAULT_B, label="sampler"),
-            model=gr.Dropdown(list(MODELS), value="student", label="model"),
-            steps=gr.Number(value=d.steps, label="steps"),
-            shift=gr.Number(value=d.shift, label="shift"),
-            guidance_scale=gr.Number(value=d.guidance_scale, label="guidance_scale"),
-            seed=gr.Number(value=None, label="seed"),  # given, it is used; left out, one is drawn
-            randomize_seed=gr.Checkbox(value=False, label="randomize_seed"),  # true: draw one even if a seed is given
-            height=gr.Number(value=d.height, label="height"),
-            width=gr.Number(value=d.width, label="width"),
+            prompt=gr.Textbox(label="prompt: what to draw, e.g. 'A serene lake at sunset'"),
+            negative_prompt=gr.Textbox(value=d.negative_prompt, label="negative_prompt: what to steer away from"),
+            sampler_a=gr.Dropdown(list(SAMPLERS), value=DEFAULT_A, label="sampler_a: the first sampler"),
+            sampler_b=gr.Dropdown(list(SAMPLERS), value=DEFAULT_B, label="sampler: the sampler (the second of a pair)"),
+            model=gr.Dropdown(list(MODELS), value="student", label="model: student, or teacher when one is loaded"),
+            steps=gr.Number(value=d.steps, precision=0, label="steps: denoising steps, 1 to 1000"),
+            shift=gr.Number(value=d.shift, label="shift: timestep shift of the flow samplers, > 0"),
+            guidance_scale=gr.Number(value=d.guidance_scale, label="guidance_scale: classifier-free guidance, 1 = off"),
+            # given, it is used; left out, one is drawn
+            seed=gr.Number(value=None, precision=0, label="seed: 0 to 2**32-1; left out, one is drawn"),
+            # true: draw one even if a seed is given
+            randomize_seed=gr.Checkbox(value=False, label="randomize_seed: draw a seed even if one is given"),
+            height=gr.Number(value=d.height, precision=0, label="height: pixels, a multiple of the model's stride"),
+            width=gr.Number(value=d.width, precision=0, label="width: pixels, a multiple of the model's stride"),
         )
         images = [gr.Image(format="png", type="pil", label=name) for name in ("image", "image_a", "image_b")]
         seed_used, details_json = gr.Number(precision=0, label="seed_used"), gr.JSON(label="details")
@@ -396,6 +400,8 @@ def api_endpoints(handler: Handler, d: Any) -> None:
         inputs_kwargs=generate,
         outputs=[images[0], seed_used, details_json],
         api_name="generate",
+        api_description="Render one image of the prompt with one sampler; returns the PNG (its request in a text "
+        "chunk), the seed used and details: timings, the verdict and the latent std per step.",
         concurrency_id=GPU_LOCK,
         preprocess=False,
     )
@@ -405,6 +411,8 @@ def api_endpoints(handler: Handler, d: Any) -> None:
         inputs_kwargs=compare,
         outputs=[images[1], images[2], seed_used, details_json],
         api_name="compare",
+        api_description="Render the prompt with two samplers (default legacy_ddim and flow_unipc) from one seed and "
+        "one text encoding; returns both PNGs, the seed used and details per sampler.",
         concurrency_id=GPU_LOCK,
         preprocess=False,
     )
