@@ -103,6 +103,8 @@ def set_seed(page: Page, seed: int) -> None:
     page.get_by_text("Advanced").click()
     page.locator("#seed input").fill(str(seed))
     page.locator("#seed input").press("Tab")
+    page.locator("#randomize-seed input[type=checkbox]").uncheck()  # typing unticks it; this waits until it has
+    page.wait_for_timeout(300)  # for the page to send the typed value with the next event
     page.get_by_text("Advanced").click()  # closed again, so the images are in view
 
 
@@ -282,15 +284,20 @@ def test_one_progress_display_a_busy_button_and_stop(url: str) -> None:
         page.locator("#stop").wait_for(state="visible")
         assert page.locator("#generate").is_disabled()
         page.locator("#status .eta-bar, #status .progress-text, #status .meta-text").first.wait_for()
-        bars = page.evaluate(
-            "() => [...document.querySelectorAll('.progress-text, .meta-text-center, .meta-text')]"
-            ".filter(e => e.offsetParent !== null).map(e => e.closest('[id]')?.id)"
-        )
+        bars = page.wait_for_function(  # the ids of the blocks drawing a progress display, once one is drawn
+            "() => { const ids = [...document.querySelectorAll('.progress-text, .meta-text-center, .meta-text')]"
+            ".filter(e => e.offsetParent !== null).map(e => e.closest('[id]')?.id); return ids.length && ids; }"
+        ).json_value()
         assert set(bars) == {"status"}, bars
         page.locator("#stop").click()
         page.locator("#stop").wait_for(state="hidden")
         page.locator("#generate:not([disabled])").wait_for()
-        assert page.locator("#image-b img").count() == 0  # stopped before it finished
+        page.wait_for_timeout(500)
+        assert "Seed" not in page.locator("#summary").inner_text()  # stopped before it finished: no final result
+        assert (
+            page.locator("#image-b img").count() == 0
+            or "predicted clean image" in page.locator("#image-b").inner_text()
+        )
 
 
 @pytest.mark.slow
@@ -336,6 +343,27 @@ def test_the_diagnose_tab_renders_its_report(url: str) -> None:
         page.locator("#diagnose-figure img").wait_for(state="visible")
         report = page.locator("#diagnose-report").inner_text()
         assert "Checkpoint doctor" in report and "The VAE at T = 1" in report
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_live_previews_arrive_before_the_final_image(url: str) -> None:
+    """Live steps: both sides show the predicted clean image during the render, then the final images."""
+    with open_page(url) as page:
+        page.evaluate(
+            "() => { window.labels = []; new MutationObserver(() => window.labels.push("
+            "document.querySelector('#image-b').innerText)).observe(document.body, {subtree: true, childList: true,"
+            " characterData: true}); }"
+        )
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input[type=number]").fill("100")
+        page.locator("#steps input[type=number]").press("Tab")
+        compare(page, "A serene lake at sunset")
+        labels = page.evaluate("() => window.labels")
+        live = [i for i, label in enumerate(labels) if "step" in label and "predicted clean image" in label]
+        final = [i for i, label in enumerate(labels) if "Wan's flow UniPC" in label]
+        assert live and final and live[0] < final[-1], labels[-5:]
+        assert "predicted clean image" not in page.locator("#image-b").inner_text()  # the final image's label
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,13 @@ def create_demo(
             download,
         )
 
+    def live(step: int, total: int, previews: dict[str, Any]) -> tuple:
+        """While a render runs: each side's predicted clean image at this step (Live steps), the rest unchanged."""
+        shown = [gr.update(value=image, label=f"{label} · step {step} of {total}: its predicted clean image")
+                 for label, image in previews.items()]  # fmt: skip
+        sides = shown if len(shown) == 2 else [gr.skip(), *shown]
+        return (*sides, *(gr.skip() for _ in outputs[2:]))  # the two images come first in `outputs`
+
     cleanup = (min(CACHE_CLEANUP_SECONDS, keep_outputs_seconds), keep_outputs_seconds)  # (every, age) seconds
     with gr.Blocks(title="wan-t2i: DDIM vs flow matching", delete_cache=cleanup) as demo:
         gr.Markdown(HERO, elem_id="hero")
@@ -293,7 +300,7 @@ def create_demo(
             api_visibility="private",
         )
         run = dict(
-            fn=handler.endpoint(show, form, len(outputs)), inputs_kwargs=form, outputs=outputs,
+            fn=handler.endpoint(show, form, len(outputs), live), inputs_kwargs=form, outputs=outputs,
             concurrency_id=GPU_LOCK, api_visibility="private", preprocess=False, show_progress_on=[status],
         )  # fmt: skip
         render = busy.success(**run)

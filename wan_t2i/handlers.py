@@ -32,6 +32,8 @@ from wan_t2i.request import GenerationRequest, Limits
 from wan_t2i.zerogpu import gpu_seconds, on_gpu
 
 Shape = Callable[[Generation, dict[str, Any]], Any]  # (generation, the request's values) -> the event's outputs
+Preview = Callable[[int, int, dict[str, Any]], Any]  # (step, steps, {label: preview image}) -> the event's outputs
+PREVIEWS_PER_RENDER = 10  # live previews of a render shown while it runs (each costs one latent -> RGB map)
 POLL_SECONDS = 0.1  # how often a waiting event yields to Gradio, which is when Gradio notices a client that left
 MAX_MESSAGE_CHARS = 400
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Render:
         self.max_seconds = max_seconds
         self.deadline: float | None = None  # set when the worker starts it: the wait in line does not count
         self.reason: str | None = None
+        self.preview: tuple[int, int, dict[str, Any]] | None = None  # the latest live preview, where asked for
 
     def stop(self, reason: str) -> None:
         self.reason = self.reason or reason
@@ -78,7 +81,9 @@ class Handler:
         self._active: Render | None = None  # the render on the worker, which the step callback checks
 
         @on_gpu(duration=gpu_seconds)
-        def render(request: GenerationRequest, progress: gr.Progress | None = None) -> Generation:
+        def render(
+            request: GenerationRequest, progress: gr.Progress | None = None, on_preview: Callable | None = None
+        ) -> Generation:
             """The one place that samples; on ZeroGPU it runs on a GPU granted for `gpu_seconds(request)`."""
 
             def step(i: int, total: int) -> None:
@@ -89,7 +94,10 @@ class Handler:
                 if active is not None:
                     active.check(i, total)
 
-            return pipe.generate(request, progress=step)
+            if on_preview is None:
+                return pipe.generate(request, progress=step)
+            every = max(1, request.steps // PREVIEWS_PER_RENDER)
+            return pipe.generate(request, progress=step, preview_every=every, on_preview=on_preview)
 
         self.render = render
 
@@ -126,9 +134,12 @@ class Handler:
         self.limits.check(request)
         return request
 
-    def endpoint(self, shape: Shape, inputs: Iterable[str], outputs: int) -> Callable[..., AsyncIterator[Any]]:
+    def endpoint(
+        self, shape: Shape, inputs: Iterable[str], outputs: int, preview: Preview | None = None
+    ) -> Callable[..., AsyncIterator[Any]]:
         """An event function over the keyword values `inputs` (Gradio's `inputs_kwargs`), with `outputs` outputs and
         Gradio's progress bar; it ends, and stops its render, when Gradio cancels it or its client goes away.
+        With `preview`, it also yields `preview(step, steps, images)` as the render's live previews arrive.
 
         Its signature names every input with a default of None, which Gradio's API reads as "optional": an input
         whose component starts empty (the API's seed) may then be left out, and arrives as None (the default).
@@ -141,13 +152,16 @@ class Handler:
             except ValueError as error:
                 raise gr.Error(one_line(error), print_exception=False) from error
             # The context carries Gradio's request, which ZeroGPU reads to charge the visitor.
-            job = self._worker.submit(contextvars.copy_context().run, self._run, render, progress)
+            job = self._worker.submit(contextvars.copy_context().run, self._run, render, progress, preview is not None)
             waiting = asyncio.wrap_future(job)
+            shown = None
             try:
                 while not waiting.done():
                     await asyncio.wait([waiting], timeout=POLL_SECONDS)
                     if not waiting.done():
-                        yield nothing
+                        latest = render.preview
+                        yield nothing if latest is shown or preview is None else preview(*latest)
+                        shown = latest
                 generation = outcome(job)
             finally:
                 render.stop("the event ended before its render: cancelled, or the client went away")
@@ -160,14 +174,17 @@ class Handler:
         handle.__signature__ = inspect.Signature([progress, *optional])
         return handle
 
-    def _run(self, render: Render, progress: gr.Progress | None) -> Generation:
-        """On the worker: render, unless it was stopped while it waited in line."""
+    def _run(self, render: Render, progress: gr.Progress | None, previews: bool = False) -> Generation:
+        """On the worker: render (keeping its latest live preview on `render` if asked), unless it was stopped while
+        it waited in line."""
         if render.reason is not None:
             raise RenderStopped(render.reason)
         render.deadline = time.monotonic() + render.max_seconds
         self._active = render
         try:
-            return self.render(render.request, progress)
+            if not previews:
+                return self.render(render.request, progress)
+            return self.render(render.request, progress, lambda *latest: setattr(render, "preview", latest))
         finally:
             self._active = None
 
