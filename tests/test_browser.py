@@ -269,6 +269,12 @@ def test_an_input_error_keeps_the_results_and_the_seed_field(url: str) -> None:
         # ♻ puts the seed of the shown images back.
         page.locator("#reuse-seed").click()
         page.wait_for_function("() => document.querySelector('#seed input').value === '5'")
+        # #10: shift is greyed out when only legacy_ddim runs, which ignores it.
+        assert page.locator("#shift input[type=number]").is_enabled()
+        page.locator("#compare input[type=checkbox]").uncheck()
+        page.locator("#sampler-b input").click()
+        page.get_by_role("option", name="legacy_ddim").click()
+        page.locator("#shift input[type=number]:disabled").wait_for()
 
 
 @pytest.mark.slow
