@@ -11,8 +11,6 @@ Also a helper for the README screenshot, on the embedded demo model:
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,17 +21,12 @@ import pytest
 
 if __name__ == "__main__":  # run as a script: this checkout's wan_t2i, before conftest imports whatever is installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from browsers import find_chromium  # noqa: E402
 from conftest import free_port  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-NO_CHROMIUM = (
-    "no Chromium found for the browser test: set PLAYWRIGHT_CHROMIUM_EXECUTABLE to a Chromium or Chrome binary, or put "
-    "one on PATH (Debian/Ubuntu: apt-get install chromium; macOS: brew install --cask chromium), or download "
-    "Playwright's own with `python -m playwright install chromium`"
-)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -45,25 +38,13 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 60_000
 
 
-def find_chromium() -> str | None:
-    """$PLAYWRIGHT_CHROMIUM_EXECUTABLE, else the first Chromium or Chrome on PATH; None when neither is there."""
-    chosen = os.environ.get("PLAYWRIGHT_CHROMIUM_EXECUTABLE")
-    if chosen:
-        if not Path(chosen).is_file():
-            raise FileNotFoundError(f"PLAYWRIGHT_CHROMIUM_EXECUTABLE={chosen} does not exist")
-        return chosen
-    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
-
-
 @contextmanager
 def open_page(url: str, *, width: int = 1280, height: int = 1400) -> Iterator[Page]:
     """A page of headless Chromium at `url`; FileNotFoundError saying how to get a Chromium when there is none."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        executable = find_chromium()
-        if executable is None and not Path(p.chromium.executable_path).is_file():  # nor Playwright's own download
-            raise FileNotFoundError(NO_CHROMIUM)
+        executable = find_chromium(p.chromium.executable_path)  # None: Playwright's own download
         browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
