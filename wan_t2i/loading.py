@@ -21,6 +21,7 @@ from wan_t2i.values import is_finite_number, is_integer
 # The embedded demo model ships inside the package (package data), so an installed wan-t2i finds it from any directory.
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 DEFAULTS_FILE = "wan_t2i.json"  # this project's optional per-model defaults, at the top of a bundle
+BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores: Ampere (A100, RTX 30xx) and later
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # What this project reads from a Diffusers-layout teacher; transformer folders only when they are used.
 TEACHER_FILES = ("model_index.json", DEFAULTS_FILE, "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*")
@@ -257,12 +258,14 @@ def check_dtype(dtype: torch.dtype, device: torch.device, *, name: str = "dtype"
     if device.type == "cpu" and dtype == torch.float16:
         # PyTorch's CPU fp16 kernels are fallbacks: the demo model's VAE decode took 184 s in fp16 against 0.5 s.
         raise ModelLoadError(f"{name} fp16 is for GPUs; on the CPU use fp32 (its default) or bf16")
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(False):
-        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        raise ModelLoadError(
-            f"{name} bf16 needs a GPU of compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} is "
-            f"{capability}: use fp16 or fp32"
-        )
+    if device.type == "cuda" and dtype == torch.bfloat16 and torch.version.hip is None:
+        # The capability of `device` itself: torch.cuda.is_bf16_supported() asks about the current GPU, not cuda:1.
+        capability = torch.cuda.get_device_capability(device)
+        if capability < BF16_MIN_CAPABILITY:
+            raise ModelLoadError(
+                f"{name} bf16 needs a GPU of compute capability 8.0 or newer; {torch.cuda.get_device_name(device)} is "
+                f"{capability[0]}.{capability[1]}: use fp16 or fp32"
+            )
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:

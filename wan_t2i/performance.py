@@ -120,11 +120,19 @@ PRESETS = {
     "fp8": PerformanceSettings.fp8_for,
 }
 
+# The presets that fall back to the default off CUDA, and why they would not help there.
+GPU_ONLY_PRESETS = {
+    "fastest": "compiled blocks and a bf16 VAE are slower than eager fp32 on the CPU at the sizes that run there",
+    "low_memory": "it streams layers from CPU memory to a GPU; here the model is in CPU memory already",
+}
+
 
 def preset(name: str, device: str | torch.device, gpu_memory_gb: float | None = None) -> PerformanceSettings:
-    """The named preset (`default`, `fastest`, `low_memory`) for `device`; the CLI's and app's --performance.
+    """The named preset (`default`, `fastest`, `low_memory`, `fp8`) for `device`; the CLI's and app's --performance.
 
     `gpu_memory_gb`: with `low_memory`, the GPU memory to plan for instead of the whole card (a shared card).
+    Off CUDA, `fastest` and `low_memory` are the default preset: a warning (logger `wan_t2i.performance`) says so,
+    once per call, in `fallback_note`'s words.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown performance preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -133,8 +141,25 @@ def preset(name: str, device: str | torch.device, gpu_memory_gb: float | None = 
             raise ValueError(f"gpu_memory_gb must be a number of GB > 0, got {gpu_memory_gb!r}")
         if name != "low_memory":
             raise ValueError(f"gpu_memory_gb is for the low_memory preset; {name!r} keeps the whole model on the GPU")
-        return PerformanceSettings.low_memory_for(device, gpu_gb=float(gpu_memory_gb))
-    return PRESETS[name](device)
+        settings = PerformanceSettings.low_memory_for(device, gpu_gb=float(gpu_memory_gb))
+    else:
+        settings = PRESETS[name](device)
+    note = fallback_note(name, device)
+    if note:  # logged, not raised: the run goes on with the default; the CLI and the app show it on stderr
+        logger.warning(note)
+    return settings
+
+
+def fallback_note(name: str, device: str | torch.device) -> str | None:
+    """One line saying that preset `name` changes nothing on `device` and the default runs instead, and why; None
+    where the preset does what its name says (or fails: fp8 off a GPU is an error, not a fallback)."""
+    device = torch.device(device)
+    if name not in GPU_ONLY_PRESETS or device.type == "cuda":
+        return None
+    return (
+        f"performance preset {name!r} is for CUDA GPUs: on {device} the default preset runs instead "
+        f"({GPU_ONLY_PRESETS[name]})"
+    )
 
 
 def _is_finite_number(value) -> bool:
