@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from wan_t2i import choices, performance, samplers
+from wan_t2i import app, choices, performance, samplers
 from wan_t2i.cli import main, vocabulary_notice
 from wan_t2i.images import read_parameters
 from wan_t2i.loading import DEMO_MODEL_DIR, parse_dtype
@@ -142,6 +142,55 @@ def test_flag_choices_are_the_libraries_names():
     assert choices.SAMPLERS == samplers.SAMPLERS
     assert choices.PRESETS == tuple(performance.PRESETS)
     assert {parse_dtype(name) for name in choices.DTYPES} == {torch.bfloat16, torch.float16, torch.float32}
+
+
+def help_text(*command: str) -> str:
+    """`python COMMAND --help` in a fresh process from the repository root, its whitespace made single spaces."""
+    done = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())  # argparse wraps to the terminal's width
+
+
+def test_cli_help_lists_every_sampler_with_its_note():
+    shown = help_text("-m", "wan_t2i")
+    assert all(f"{name}: {note}" in shown for name, note in choices.SAMPLER_NOTES.items()), shown
+
+
+def test_app_help_lists_every_environment_variable_the_app_reads(monkeypatch):
+    """The variables are the ones `parse_args` looks up (recorded as it runs), not a list kept beside it."""
+
+    class Recording(dict):
+        def get(self, key, default=None):
+            looked_up.add(key)
+            return super().get(key, default)
+
+    looked_up: set[str] = set()
+    monkeypatch.setattr(os, "environ", Recording(os.environ))
+    app.parse_args([])
+    variables = {name for name in looked_up if name.startswith("WAN_T2I_")}
+    assert len(variables) >= 11, variables
+    shown = help_text("app.py")
+    assert all(name in shown for name in variables), variables - set(shown.replace(",", " ").split())
+
+
+def test_app_refuses_a_dtype_it_does_not_know_from_a_flag_or_the_environment(monkeypatch, capsys):
+    monkeypatch.delenv("WAN_T2I_DTYPE", raising=False)
+    with pytest.raises(SystemExit) as exit:
+        app.parse_args(["--dtype", "fp64"])
+    assert exit.value.code == 2 and "argument --dtype: invalid choice: 'fp64'" in capsys.readouterr().err
+    monkeypatch.setenv("WAN_T2I_DTYPE", "fp64")
+    with pytest.raises(SystemExit) as exit:
+        app.parse_args([])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.endswith("error: WAN_T2I_DTYPE='fp64': choose one of bf16, fp16, fp32\n")
+    assert app.parse_args(["--dtype", "bf16"]).dtype == "bf16"  # the flag overrides the variable
+    # A real process too (the variable set above): were it accepted, the app would start, and time out here.
+    done = subprocess.run([sys.executable, "app.py"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert (
+        done.returncode == 2
+        and done.stderr.endswith("app.py: error: WAN_T2I_DTYPE='fp64': choose one of bf16, fp16, fp32\n")
+        and "Traceback" not in done.stderr
+    )
 
 
 def test_default_output_goes_under_outputs_and_ignored_words_are_named(tiny_wan_dir, tmp_path, monkeypatch, capsys):
