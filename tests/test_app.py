@@ -344,3 +344,59 @@ def test_the_api_describes_each_endpoint_and_parameter(client: Client) -> None:
     labels = {p["parameter_name"]: p["label"] for p in endpoints["/generate"]["parameters"]}
     assert labels["steps"].startswith("steps: denoising steps") and "drawn" in labels["seed"]
     assert all(": " in label for label in labels.values()), labels
+
+
+def test_the_api_page_shows_a_call_the_model_understands(client: Client) -> None:
+    """#13: the example call on "Use via API" draws a prompt from the model's own world, not Gradio's "Hello!!"."""
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/generate", "/compare", "/sweep"):
+        prompt = next(p for p in endpoints[name]["parameters"] if p["parameter_name"] == "prompt")
+        assert prompt["example_input"] == "A serene lake at sunset", name
+
+
+def test_a_few_step_student_opens_on_its_sampler_and_timesteps(tiny_pipe: WanT2IPipeline) -> None:
+    """A student whose wan_t2i.json names flow_lcm on fixed timesteps: the page's sampler B and Timesteps field, and
+    the API's default sampler, are its own; every sampler is offered with its note."""
+    from wan_t2i.choices import SAMPLER_NOTES
+
+    pipe = copy.copy(tiny_pipe)
+    pipe.defaults = replace(tiny_pipe.defaults, sampler="flow_lcm", timesteps=(1000, 750, 500, 250), steps=4)
+    demo = app.create_demo(pipe)
+    props = {c["props"].get("elem_id"): c["props"] for c in demo.config["components"]}
+    assert props["sampler-b"]["value"] == "flow_lcm" and props["timesteps"]["value"] == "1000,750,500,250"
+    assert [tuple(c) for c in props["sampler-a"]["choices"]] == [(f"{s} · {n}", s) for s, n in SAMPLER_NOTES.items()]
+    _, local_url, _ = demo.launch(
+        **demo.launch_args, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        _, _, details = Client(local_url, verbose=False).predict(PROMPT, seed=1, api_name="/generate")
+        (result,) = details["results"].values()
+        assert result["sampler"] == "flow_lcm" and result["t"] == [1000, 750, 500, 250]
+    finally:
+        demo.close()
+
+
+def test_the_timesteps_field_reaches_the_request_and_its_errors_its_field(tiny_pipe: WanT2IPipeline) -> None:
+    from wan_t2i.app_compare import field_of
+    from wan_t2i.handlers import Handler
+
+    handler = Handler(tiny_pipe)
+    values = dict(prompt=PROMPT, sampler_a="legacy_ddim", sampler_b="flow_lcm", seed=1)
+    assert handler.request(values | {"timesteps": "1000, 750,500 250"}).timesteps == (1000, 750, 500, 250)
+    assert handler.request(values | {"timesteps": ""}).timesteps == ()
+    with pytest.raises(ValueError, match="strictly decreasing") as error:
+        handler.request(values | {"timesteps": "250,500"})
+    assert field_of(str(error.value)) == "timesteps"
+
+
+def test_progress_shows_the_decode_after_the_last_step() -> None:
+    """#7: the steps, then "decoding" once the last step is done (not 100% while the VAE still works)."""
+    from wan_t2i.handlers import Job, report_progress
+
+    shown = []
+    progress = lambda value, desc=None, unit=None: shown.append((value, desc))  # noqa: E731 - gr.Progress's call
+    for i in (1, 2, 3):
+        report_progress(progress, Job("generate"), i, 3)
+    assert shown == [((1, 3), "sampling"), ((2, 3), "sampling"), (None, "decoding the image (VAE, one frame)")]
+    report_progress(progress, Job("sweep"), 3, 3)
+    assert shown[-1] == ((3, 3), "sweep")

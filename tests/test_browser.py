@@ -158,8 +158,19 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
         assert first["alts"][0].startswith("legacy_ddim render of 'A serene lake at sunset', seed ")
         assert first["alts"][1].startswith("flow_unipc render of")
         assert (tmp_path / "compare.png").stat().st_size > 10_000
-        assert not page.locator("#slider").count()  # the pair is shown once (#8)
-        with page.expect_download() as download:  # ... and downloads as one labelled PNG named for what it shows
+        # The pair is shown once (#8): side by side, or as a slider with labelled ends, never both.
+        assert not page.locator("#slider").is_visible()
+        page.locator("#view").get_by_text("slider").click()
+        page.locator("#slider img").first.wait_for(state="visible")
+        assert not page.locator("#image-b").is_visible() and page.locator("#slider img").count() == 2
+        assert (
+            "A: legacy_ddim" in page.locator("#slider").inner_text()
+            and "B: flow_unipc" in page.locator("#slider").inner_text()
+        )
+        page.locator("#view").get_by_text("side by side").click()
+        page.locator("#image-b img").wait_for(state="visible")
+        assert not page.locator("#slider").is_visible()
+        with page.expect_download() as download:  # the pair downloads as one labelled PNG named for what it shows
             page.locator("#download-pair").click()
         name = download.value.suggested_filename
         assert name.startswith("a-serene-lake-at-sunset_legacy_ddim-vs-flow_unipc_seed") and name.endswith(".png")
@@ -167,6 +178,12 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
 
         with Image.open(download.value.path()) as sheet:
             assert sheet.width > 2 * 48 and "pair" in sheet.text["parameters"]
+        with page.expect_download() as download:  # ... and each image under its prompt, sampler and seed
+            page.locator("#image-b button[aria-label='Download'], #image-b a[download]").first.click()
+        name = download.value.suggested_filename
+        assert name.startswith("a-serene-lake-at-sunset_flow_unipc_seed") and name.endswith(".png")
+        with Image.open(download.value.path()) as image:
+            assert '"sampler": "flow_unipc"' in image.text["parameters"]
 
         # Comparison off, and Enter in the prompt generates: only sampler B's image, one verdict.
         page.locator("#compare input[type=checkbox]").uncheck()
@@ -200,7 +217,7 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
 def test_page_opens_at_the_top_on_the_comparison(opening_url: str, width: int, height: int) -> None:
     """render_on_load: the first visit shows both images without a click, results right under the prompt, the page
     at its top (#5: no autofocus scrolling a phone past the title), and a plot a phone can read (#1)."""
-    from wan_t2i.app import EXAMPLES
+    from wan_t2i.app_compare import OPENING
 
     with open_page(opening_url, width=width, height=height) as page:
         page.locator("#image-a img").wait_for(state="visible")
@@ -209,7 +226,7 @@ def test_page_opens_at_the_top_on_the_comparison(opening_url: str, width: int, h
         page.locator("#latent-plot img").wait_for(state="visible")
         page.wait_for_timeout(500)
         assert page.evaluate("window.scrollY") == 0
-        assert page.locator("#prompt textarea").input_value() == EXAMPLES[0]
+        assert page.locator("#prompt textarea").input_value() == OPENING.values["prompt"]
         assert "legacy_ddim" in page.locator("#summary").inner_text()
         top = {i: page.locator(f"#{i}").bounding_box()["y"] for i in ("hero", "prompt", "image-b", "latent-plot")}
         assert top["hero"] < top["prompt"] < top["image-b"] < top["latent-plot"], top
@@ -250,6 +267,15 @@ def test_an_input_error_keeps_the_results_and_the_seed_field(url: str) -> None:
         # ♻ puts the seed of the shown images back.
         page.locator("#reuse-seed").click()
         page.wait_for_function("() => document.querySelector('#seed input').value === '5'")
+        # A seed out of range is marked at the Seed field; the field stays a field and the results stay.
+        page.locator("#prompt textarea").fill("A serene lake at sunset")
+        page.locator("#seed input").fill("-3")
+        page.locator("#seed input").press("Tab")
+        page.locator("#generate").click()
+        page.get_by_text("seed must be an integer from 0").first.wait_for()
+        page.locator("#generate:not([disabled])").wait_for()
+        assert shown(page)["sources"] == before["sources"] and page.locator("#seed input").is_editable()
+        page.locator("#seed input").fill("5")
         # #10: shift is greyed out when only legacy_ddim runs, which ignores it.
         assert page.locator("#shift input[type=number]").is_enabled()
         page.locator("#compare input[type=checkbox]").uncheck()
@@ -290,18 +316,52 @@ def test_one_progress_display_a_busy_button_and_stop(url: str) -> None:
 @pytest.mark.slow
 @pytest.mark.browser
 def test_ignored_words_and_a_lesson_that_runs_on_click(url: str) -> None:
-    """#9: words outside a fixed vocabulary are named; #11: a lesson under the prompt sets its samplers and runs."""
+    """#9: words outside a fixed vocabulary are named; #11: the lessons sit under the prompt, each sets its tab and
+    runs: a comparison, and a sweep in the Sweep tab."""
     with open_page(url) as page:
         compare(page, "a cyberpunk lake with neon cars")
         assert "cyberpunk, neon, cars" in page.locator("#ignored").inner_text()
-        lessons = page.get_by_text("Euler vs UniPC: both fine")
-        assert lessons.bounding_box()["y"] < page.locator("#image-b").bounding_box()["y"]
+        lesson = page.get_by_role("button", name="Euler vs UniPC: both fine")
+        assert lesson.bounding_box()["y"] < page.locator("#image-b").bounding_box()["y"]
+        assert page.locator(".lesson").count() == 4
         before = page.locator("#summary").inner_text()
-        lessons.click()
+        lesson.click()
         wait_for_new_summary(page, before)
         assert page.locator("#prompt textarea").input_value() == "Snowy mountains at dawn"
         assert "flow_euler" in page.locator("#image-a").inner_text()
         assert page.locator("#ignored").inner_text().strip() == ""
+        page.get_by_role("button", name="A shift sweep: 1, 3, 5, 8").click()
+        page.locator("#sweep-grid img").wait_for(state="visible")  # the Sweep tab, filled in and run
+        assert page.locator("#sweep-values-1 textarea, #sweep-values-1 input").first.input_value() == "1,3,5,8"
+        words = [line.strip() for line in page.locator("#sweep-table").inner_text().splitlines()]
+        assert words.count("flow_euler") == 4 and words.count("flow_unipc") == 4, words
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_vocabulary_as_chips_that_add_to_the_prompt(tiny_pipe) -> None:
+    """#9: a fixed-vocabulary model's phrases as chips grouped by what they choose; a click adds one to the prompt."""
+    import copy
+    from dataclasses import replace
+
+    pipe = copy.copy(tiny_pipe)
+    pipe.defaults = replace(
+        tiny_pipe.defaults, vocabulary={"time of day": ["at dawn", "at noon"], "sky": ["a clear sky"]}
+    )
+    demo, local_url = launch(pipe)
+    try:
+        with open_page(local_url) as page:
+            page.get_by_text("Words this model understands").click()
+            slots = [text.strip() for text in page.locator(".chip-slot").all_inner_texts()]
+            assert list(dict.fromkeys(slots)) == ["time of day", "sky"]  # in order, each once (Gradio nests the class)
+            page.locator("#prompt textarea").fill("A lake")
+            page.get_by_role("button", name="at dawn").click()
+            page.get_by_role("button", name="a clear sky").click()
+            page.wait_for_function(
+                "() => document.querySelector('#prompt textarea').value === 'A lake at dawn a clear sky'"
+            )
+    finally:
+        demo.close()
 
 
 @pytest.mark.slow
@@ -323,27 +383,32 @@ def test_a_sweep_renders_its_grid_and_table(url: str, width: int, height: int) -
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_diagnose_tab_renders_its_report(url: str) -> None:
-    with open_page(url) as page:
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_the_diagnose_tab_renders_its_report(url: str, width: int, height: int) -> None:
+    with open_page(url, width=width, height=height) as page:
         page.get_by_role("tab", name="Diagnose").click()
         page.locator("#diagnose-run").click()
         page.locator("#diagnose-figure img").wait_for(state="visible")
         report = page.locator("#diagnose-report").inner_text()
         assert "Checkpoint doctor" in report and "The VAE at T = 1" in report
+        box = page.locator("#diagnose-figure img").bounding_box()
+        assert box["x"] + box["width"] <= width  # fits the page, on a phone too
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_live_previews_arrive_before_the_final_image(url: str) -> None:
-    """Live steps: both sides show the predicted clean image during the render, then the final images."""
+    """Live steps: both sides show the predicted clean image during the render, and the plot grows, then the final
+    images and plot."""
     with open_page(url) as page:
         page.evaluate(
-            "() => { window.labels = []; new MutationObserver(() => window.labels.push("
-            "document.querySelector('#image-b').innerText)).observe(document.body, {subtree: true, childList: true,"
-            " characterData: true}); }"
+            "() => { window.labels = []; window.plots = []; new MutationObserver(() => {"
+            " window.labels.push(document.querySelector('#image-b').innerText);"
+            " const plot = document.querySelector('#latent-plot img'); if (plot) window.plots.push(plot.src); })"
+            ".observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"
         )
         page.get_by_text("Advanced").click()
-        page.locator("#steps input[type=number]").fill("100")
+        page.locator("#steps input[type=number]").fill("300")
         page.locator("#steps input[type=number]").press("Tab")
         compare(page, "A serene lake at sunset")
         labels = page.evaluate("() => window.labels")
@@ -351,6 +416,8 @@ def test_live_previews_arrive_before_the_final_image(url: str) -> None:
         final = [i for i, label in enumerate(labels) if "Wan's flow UniPC" in label]
         assert live and final and live[0] < final[-1], labels[-5:]
         assert "predicted clean image" not in page.locator("#image-b").inner_text()  # the final image's label
+        plots = list(dict.fromkeys(page.evaluate("() => window.plots")))
+        assert len(plots) >= 2, "the plot appeared only at the end"  # one or more live plots, then the final one
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from wan_t2i.handlers import Live
 from wan_t2i.images import read_parameters
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest, Limits
@@ -36,37 +37,40 @@ WIDE_LIMITS = Limits(max_side=128, max_work=100.0, max_seconds=120.0)
 
 
 class Recorder:
-    """Wraps a pipeline's `generate` (the real one runs) to record each render and how many run at once."""
+    """Wraps a pipeline's `generate` and `sweep` (the real ones run) to record each render and how many run at once."""
 
     def __init__(self, pipe: WanT2IPipeline):
         self.renders: list[dict] = []
         self.active = self.peak = 0
         self._lock = threading.Lock()
-        self._generate = pipe.generate
-        pipe.generate = self.generate
+        pipe.generate = self.wrap(pipe.generate, "generate")
+        pipe.sweep = self.wrap(pipe.sweep, "sweep")
 
-    def generate(self, request, /, *, progress=None, **settings):
-        render = {"start": time.monotonic(), "steps": [], "total": None, "end": None, "error": None}
-        with self._lock:
-            self.renders.append(render)
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-
-        def step(i: int, total: int) -> None:
-            render["steps"].append(time.monotonic())
-            render["total"] = total
-            if progress is not None:
-                progress(i, total)
-
-        try:
-            return self._generate(request, progress=step, **settings)
-        except BaseException as error:
-            render["error"] = type(error).__name__
-            raise
-        finally:
-            render["end"] = time.monotonic()
+    def wrap(self, method, kind: str):
+        def recorded(*args, progress=None, **settings):
+            render = {"kind": kind, "start": time.monotonic(), "steps": [], "total": None, "end": None, "error": None}
             with self._lock:
-                self.active -= 1
+                self.renders.append(render)
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+
+            def step(i: int, total: int) -> None:
+                render["steps"].append(time.monotonic())
+                render["total"] = total
+                if progress is not None:
+                    progress(i, total)
+
+            try:
+                return method(*args, progress=step, **settings)
+            except BaseException as error:
+                render["error"] = type(error).__name__
+                raise
+            finally:
+                render["end"] = time.monotonic()
+                with self._lock:
+                    self.active -= 1
+
+        return recorded
 
     def wait_for_steps(self, index: int, n: int = 3, timeout: float = 30) -> dict:
         """Render number `index` (0: the first recorded), once it has taken `n` steps."""
@@ -182,6 +186,96 @@ def test_a_render_past_the_time_limit_stops_with_a_message(pipe: WanT2IPipeline,
         demo.close()
 
 
+@pytest.mark.slow
+def test_a_cancelled_sweep_stops_within_a_step_and_nothing_renders_beside_it(
+    client: Client, recorder: Recorder
+) -> None:
+    """/sweep goes through the same handler as /generate: one worker, stopped at its next forward when cancelled."""
+    before = len(recorder.renders)
+    job = client.submit(PROMPT, axis_1="steps", values_1="1000,999", axis_2="none", seed=3, api_name="/sweep")
+    render = recorder.wait_for_steps(before)
+    assert render["kind"] == "sweep"
+    cancelled = time.monotonic()
+    job.cancel()
+    _, seed, _ = client.predict(PROMPT, steps=2, seed=6, api_name="/generate")  # queued behind it, never beside it
+    assert seed == 6 and render["error"] == "RenderStopped" and len(render["steps"]) < 1000
+    assert render["end"] - cancelled < 3 * step_seconds(render) + 1.0
+    assert recorder.peak == 1
+
+
+@pytest.mark.slow
+def test_the_doctor_stops_at_the_time_limit(pipe: WanT2IPipeline) -> None:
+    """/diagnose runs as a job too: past the limit it stops with the same message (and no report is kept)."""
+    demo, url = launch(pipe, limits=Limits(max_side=128, max_work=100.0, max_seconds=0.05))
+    try:
+        client = Client(url, verbose=False)
+        for _ in range(2):  # a failed run keeps nothing: the second runs (and stops) again
+            start = time.monotonic()
+            with pytest.raises(AppError, match=r"ran past this app's limit of 0.05 s per render"):
+                client.predict(api_name="/diagnose")
+            assert time.monotonic() - start < 10
+    finally:
+        demo.close()
+
+
+async def drive(event: Callable, values: dict, stop_after: int | None = None) -> list:
+    """Run an event function as Gradio would, keeping what it yields other than nothing-to-show; with
+    `stop_after`, close it (a client that left) after that many live previews."""
+    shown, previews = [], 0
+    stream = event(None, **values)
+    async for outputs in stream:
+        if isinstance(outputs, tuple) and all(isinstance(o, dict) and o.get("__type__") == "update" for o in outputs):
+            continue  # nothing new to show while it waits
+        shown.append(outputs)
+        previews += isinstance(outputs, Live)
+        if stop_after is not None and previews >= stop_after:
+            await stream.aclose()
+            break
+    return shown
+
+
+@pytest.mark.slow
+def test_jobs_cross_a_zerogpu_process_boundary(pipe: WanT2IPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On ZeroGPU the GPU side runs in a forked worker that gets its job and returns what it yields by pickling,
+    and is stopped between two yields (tests/zerogpu_double.py does the same). A generation with live previews, a
+    sweep and the doctor all cross that boundary; a closed event stops its worker within a step."""
+    import asyncio
+
+    from zerogpu_double import FakeSpaces
+
+    from wan_t2i import zerogpu
+    from wan_t2i.app_sweep import sweep_job
+    from wan_t2i.handlers import Handler, Job
+
+    fake = FakeSpaces()
+    monkeypatch.setattr(zerogpu, "spaces", fake)
+    handler = Handler(pipe, WIDE_LIMITS)
+    values = dict(prompt=PROMPT, sampler_a="legacy_ddim", sampler_b="flow_unipc", steps=10, seed=2)
+    keep = lambda result, _: result  # noqa: E731 - the event's outputs are the job's result itself
+    shown = asyncio.run(drive(handler.endpoint(keep, values, 1, preview=lambda live: live), values))
+    *live, generation = shown
+    assert live and all(isinstance(p, Live) and set(p.images) == {"legacy_ddim", "flow_unipc"} for p in live)
+    assert len(live[-1].latent_std["flow_unipc"]) == live[-1].step  # the plot's data as far as it has come
+    here = pipe.generate(handler.request(values))
+    for label in ("legacy_ddim", "flow_unipc"):  # the worker's images are this process's
+        assert np.array_equal(np.asarray(generation[label].image), np.asarray(here[label].image))
+    assert fake.durations[-1] == zerogpu.gpu_seconds(handler.request(values))
+
+    sweep_values = dict(prompt=PROMPT, axis_1="shift", values_1="1,5", axis_2="none", values_2="", steps=2, seed=1)
+    prepare = lambda v: sweep_job(handler, v)  # noqa: E731
+    (sweep,) = asyncio.run(drive(handler.endpoint(keep, sweep_values, 1, prepare=prepare), sweep_values))
+    assert [cell.values["shift"] for cell in sweep.cells] == [1.0, 5.0] and sweep.cells[0].image is not None
+    (report,) = asyncio.run(drive(handler.endpoint(keep, [], 1, prepare=lambda _: Job("diagnose")), {}))
+    assert report.check("parameterization").status in ("ok", "warning", "problem")
+
+    long = dict(prompt=PROMPT, sampler="flow_unipc", **LONG)
+    asyncio.run(drive(handler.endpoint(keep, long, 1, preview=lambda live: live), long, stop_after=1))
+    closed = time.monotonic()  # after its first preview, at step 100 of 1000
+    child = fake.children[-1]
+    child.join(timeout=30)
+    assert not child.is_alive() and time.monotonic() - closed < 5  # the worker stopped within a step or so
+
+
 # 2. Per-model public limits and a work budget per request -----------------------------------------------------------
 def test_the_default_limits_are_what_the_page_can_ask(tiny_pipe: WanT2IPipeline) -> None:
     """The tiny model's presets are 32x48 and 48x32: its side limit is 48, its budget 100 steps x 2 x 1536 pixels."""
@@ -234,10 +328,35 @@ def test_requests_over_the_public_limits_are_refused_before_rendering(
 
 # 4. Uploads, and what the app keeps on disk ----------------------------------------------------------------------
 def test_uploads_are_limited(url: str) -> None:
+    """The app takes no file: uploads stop at 100 KB (`app_api.MAX_UPLOAD`), well under the 1 MiB body limit."""
     with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
         small = http.post("upload", files={"files": ("a.txt", b"x" * 1000)})
-        large = http.post("upload", files={"files": ("a.bin", b"x" * (3 << 20))})
-    assert small.status_code == 200 and large.status_code == 413
+        large = http.post("upload", files={"files": ("a.bin", b"x" * (300 << 10))})  # a body the body limit lets by
+    assert small.status_code == 200 and large.status_code == 413 and "102400 bytes" in large.text
+
+
+@pytest.mark.slow
+def test_a_restart_clears_what_the_last_run_left_and_keeps_the_opening(
+    pipe: WanT2IPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server started on the cache folder of an earlier run deletes that run's files once they are past their age;
+    the page's opening images (kept for the server's life) stay, however old."""
+    cache = tmp_path / "gradio-cache"
+    leftover = cache / "earlier-run" / "image.png"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"an image of the last run")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    demo, url = launch(pipe, render_on_load=True, keep_outputs_seconds=2)
+    try:
+        time.sleep(2.5)  # every file, the opening's too, is now past the age
+        with httpx.Client(base_url=url, timeout=30) as http:
+            components = http.get("config").json()["components"]  # the first request starts the sweeper
+            time.sleep(3)
+            opening = next(c for c in components if c["props"].get("elem_id") == "image-b")["props"]["value"]["path"]
+            assert not leftover.exists() and Path(opening).is_file()
+            assert http.get(f"gradio_api/file={opening}").status_code == 200
+    finally:
+        demo.close()
 
 
 @pytest.mark.slow
@@ -374,18 +493,28 @@ def test_a_png_gives_back_the_request_that_reproduces_it(client: Client, pipe: W
     assert np.array_equal(np.asarray(from_text["flow_unipc"].image), np.asarray(again["flow_unipc"].image))
 
 
-def test_the_opening_comparison_renders_once_however_many_pages_open(pipe: WanT2IPipeline, recorder: Recorder) -> None:
+def test_the_opening_and_the_lessons_render_once_at_start_up(pipe: WanT2IPipeline, recorder: Recorder) -> None:
+    """With render_on_load, the opening comparison and every lesson render once as the app starts; a page view shows
+    the opening from the page's config (no event at all), and a request for a lesson's settings is answered from its
+    kept result, with no render."""
+    from wan_t2i.app_compare import LESSONS
+
     before = len(recorder.renders)
     demo, url = launch(pipe, render_on_load=True)
     try:
-        assert len(recorder.renders) == before + 1  # at start-up
-        load = next(i for i, fn in demo.fns.items() if any(t[1] == "load" for t in fn.targets))
-        image = [block.elem_id for block in demo.fns[load].outputs].index("image-b")  # by id: layouts change
-        with httpx.Client(base_url=url + "gradio_api/", timeout=30) as http:
-            for view in range(5):
-                body = {"fn_index": load, "data": [], "session_hash": f"visitor{view}"}
-                outputs = http.post("run/predict", json=body).json()["data"]
-                assert outputs[image]["value"]["path"].endswith(".png")  # the opening image, shown
-        assert len(recorder.renders) == before + 1  # five page views, no render
+        kinds = sorted(r["kind"] for r in recorder.renders[before:])
+        assert kinds == sorted("sweep" if lesson.tab == "sweep" else "generate" for lesson in LESSONS)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for _ in range(5):  # five page views
+                components = http.get("config").json()["components"]
+                image_b = next(c for c in components if c["props"].get("elem_id") == "image-b")["props"]["value"]
+                assert image_b["path"].endswith("_flow_unipc_seed0.png")  # the opening's B, named for what it is
+                assert http.get(f"gradio_api/file={image_b['path']}").status_code == 200
+        lesson = LESSONS[0].values
+        a, b, seed, _ = Client(url, verbose=False).predict(
+            lesson["prompt"], sampler_a=lesson["sampler_a"], sampler_b=lesson["sampler_b"], steps=lesson["steps"],
+            seed=0, api_name="/compare",
+        )  # fmt: skip
+        assert seed == 0 and len(recorder.renders) == before + len(LESSONS)  # no render for any of it
     finally:
         demo.close()

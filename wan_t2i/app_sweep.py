@@ -8,18 +8,17 @@ work together against the one request budget (`Limits.max_work`), so a sweep can
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from wan_t2i.choices import SAMPLERS
+from wan_t2i import images
 
 if TYPE_CHECKING:
-    import gradio as gr
-    from PIL import Image
-
-    from wan_t2i.handlers import Handler
-    from wan_t2i.request import GenerationRequest
+    from wan_t2i.handlers import Handler, Job
     from wan_t2i.sweep import Sweep
 
 SWEEP_AXES = ("sampler", "shift", "steps", "guidance", "seed")  # what the tab offers (the library has more)
@@ -53,12 +52,13 @@ def sweep_axes(axis_1: Any, values_1: Any, axis_2: Any = NO_AXIS, values_2: Any 
     return axes
 
 
-def sweep_request(handler: Handler, values: dict[str, Any]) -> tuple[GenerationRequest, dict[str, list]]:
-    """The base request and the axes of a sweep event's values, checked whole before anything renders.
+def sweep_job(handler: Handler, values: dict[str, Any]) -> Job:
+    """The job of a sweep event's values, checked whole before anything renders.
 
     `values`: prompt, sampler, steps, shift, guidance_scale, seed (None: one drawn for every cell), axis_1, values_1,
     axis_2, values_2. Raises ValueError naming what to change.
     """
+    from wan_t2i.handlers import Job
     from wan_t2i.request import work
     from wan_t2i.sweep import make_cells
 
@@ -74,7 +74,7 @@ def sweep_request(handler: Handler, values: dict[str, Any]) -> tuple[GenerationR
             f"the sweep asks for {total:g} megapixel-steps over {len(cells)} cells; this app's limit per request is "
             f"{handler.limits.max_work:g} (max_work): fewer cells or fewer steps"
         )
-    return request, axes
+    return Job("sweep", request=request, axes=axes, max_cells=MAX_APP_CELLS)
 
 
 def table(sweep: Sweep) -> pd.DataFrame:
@@ -86,11 +86,25 @@ def table(sweep: Sweep) -> pd.DataFrame:
     return pd.DataFrame(rows).round({"std_ratio": 2, "final_mean": 2})
 
 
-def add_sweep_tab(handler: Handler, defaults: Any, concurrency_id: str, example_prompt: str) -> None:
-    """The Sweep tab's layout and its event, which is also the API's `/sweep`; call inside a `gr.Tab`."""
+@dataclass
+class SweepTab:
+    """The Sweep tab's inputs by name and its event's settings, for the lessons that fill it in and run it."""
+
+    form: dict[str, Any]
+    outputs: list[Any]
+    run: dict[str, Any]  # `fn`, `inputs_kwargs`, `outputs`, ... of the sweep event, to chain after a lesson
+
+
+def add_sweep_tab(
+    handler: Handler, defaults: Any, concurrency_id: str, example_prompt: str, folder_for: Callable[[Any], Path]
+) -> SweepTab:
+    """The Sweep tab's layout and its event, which is also the API's `/sweep`; call inside a `gr.Tab`.
+
+    `folder_for(sweep)` is where a sweep's grid PNG is written (named for what it shows, for its download).
+    """
     import gradio as gr
 
-    from wan_t2i.handlers import one_line
+    from wan_t2i.app_results import sampler_choices, slug
     from wan_t2i.request import MAX_PROMPT_CHARS, MAX_SEED
 
     gr.Markdown(
@@ -101,7 +115,7 @@ def add_sweep_tab(handler: Handler, defaults: Any, concurrency_id: str, example_
         prompt = gr.Textbox(
             label="Prompt", value=example_prompt, max_length=MAX_PROMPT_CHARS, scale=4, elem_id="sweep-prompt"
         )
-        sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler (unless an axis)", scale=1)
+        sampler = gr.Dropdown(sampler_choices(), value=defaults.sampler, label="Sampler (unless an axis)", scale=1)
     with gr.Row(equal_height=True):
         (a1, v1), (a2, v2) = DEFAULT_AXES
         axis_1 = gr.Dropdown(list(SWEEP_AXES), value=a1, label="Down: axis", elem_id="sweep-axis-1")
@@ -114,58 +128,38 @@ def add_sweep_tab(handler: Handler, defaults: Any, concurrency_id: str, example_
         guidance_scale = gr.Number(value=defaults.guidance_scale, label="Guidance (unless an axis)")
         seed = gr.Number(value=7, precision=0, minimum=0, maximum=MAX_SEED, label="Seed (unless an axis)")
     run = gr.Button(f"Render the sweep (up to {MAX_APP_CELLS} cells)", variant="primary", elem_id="sweep-run")
+    status = gr.Markdown(elem_id="sweep-status", min_height=24)
     grid = gr.Image(
-        label="Sweep grid", format="png", type="pil", interactive=False, elem_id="sweep-grid",
-        buttons=["download", "fullscreen"],
-    )  # fmt: skip
+        label="Sweep grid", format="png", interactive=False, elem_id="sweep-grid", buttons=["download", "fullscreen"]
+    )
     cells = gr.Dataframe(label="Cells", interactive=False, elem_id="sweep-table", wrap=True)
     details = gr.JSON(visible=False, label="details")
+    prompt.example_payload = prompt.example_value = lambda: example_prompt  # the API page's example call
 
-    def render(
-        prompt: Any = None, sampler: Any = None, axis_1: Any = None, values_1: Any = None, axis_2: Any = None,
-        values_2: Any = None, steps: Any = None, shift: Any = None, guidance_scale: Any = None, seed: Any = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-    ) -> tuple[Image.Image, pd.DataFrame, dict]:  # fmt: skip
-        """Render a grid of renders over up to two axes (sampler, shift, steps, guidance, seed) from one seed.
-
-        Args:
-            prompt: what to draw, e.g. "A serene lake at sunset".
-            sampler: the sampler of every cell unless sampler is an axis; default the model's own.
-            axis_1: the axis down the grid: sampler, shift, steps, guidance or seed.
-            values_1: its values, comma-separated: "1,3,5" or "legacy_ddim,flow_unipc".
-            axis_2: the axis across the grid, or "none".
-            values_2: its values, comma-separated.
-            steps: denoising steps of every cell unless steps is an axis.
-            shift: timestep shift unless shift is an axis.
-            guidance_scale: classifier-free guidance unless guidance is an axis; 1 disables it.
-            seed: the seed of every cell unless seed is an axis; empty draws one.
-
-        Returns:
-            The labelled grid (PNG), the cell table, and details: the seed and one row per cell.
-        """
-        values = dict(
-            prompt=prompt, sampler=sampler, axis_1=axis_1, values_1=values_1, axis_2=axis_2, values_2=values_2,
-            steps=steps, shift=shift, guidance_scale=guidance_scale, seed=seed,
-        )  # fmt: skip
-        try:
-            request, axes = sweep_request(handler, values)
-            sweep = handler.pipe.sweep(
-                request, axes, max_cells=MAX_APP_CELLS, progress=lambda i, n: progress((i, n), desc="sweep")
-            )
-        except ValueError as error:
-            raise gr.Error(one_line(error), print_exception=False) from error
+    def shape(sweep: Sweep, values: dict[str, Any]) -> tuple[str, pd.DataFrame, dict]:
+        axes = "-".join(sweep.axes)
+        name = f"{slug(sweep.request.prompt)}_sweep-{axes}_seed{sweep.request.seed}.png"
+        path = images.save_png(sweep.grid(), folder_for(sweep) / name, sweep.parameters())
         rows = [{k: json_value(v) for k, v in row.items() if k != "prompt"} for row in sweep.rows()]
-        return sweep.grid(), table(sweep), {"seed": sweep.request.seed, "cells": rows}
+        return str(path), table(sweep), {"seed": sweep.request.seed, "cells": rows}
 
+    form = dict(
+        prompt=prompt, sampler=sampler, axis_1=axis_1, values_1=values_1, axis_2=axis_2, values_2=values_2,
+        steps=steps, shift=shift, guidance_scale=guidance_scale, seed=seed,
+    )  # fmt: skip
+    settings = dict(
+        fn=handler.endpoint(shape, form, 3, prepare=lambda values: sweep_job(handler, values)),
+        inputs_kwargs=form, outputs=[grid, cells, details], concurrency_id=concurrency_id, preprocess=False,
+        show_progress_on=[status],
+    )  # fmt: skip
     run.click(
-        render,
-        inputs=[prompt, sampler, axis_1, values_1, axis_2, values_2, steps, shift, guidance_scale, seed],
-        outputs=[grid, cells, details],
+        **settings,
         api_name="sweep",
-        concurrency_id=concurrency_id,
-        preprocess=False,
-        show_progress_on=[grid],
+        api_description="Render a grid over up to two axes (sampler, shift, steps, guidance, seed) from one seed: "
+        "axis_1 runs down, axis_2 (or none) across, values comma-separated. Returns the labelled grid (PNG), the "
+        "cell table, and details: the seed and per cell its axis values, final latent statistics and verdict.",
     )
+    return SweepTab(form=form, outputs=[grid, cells, details], run=settings | {"api_visibility": "private"})
 
 
 def json_value(value: Any) -> Any:

@@ -32,6 +32,13 @@ class Diagnostics:
         """Keep this step's statistics; they stay tensors until `finish` so that a GPU run never waits on them."""
         self._steps.append(torch.stack([t.float().reshape(()), x.mean(), x.std(), x0_pred.std()]))
 
+    def std_so_far(self) -> list[float]:
+        """The latent std after each step taken so far; it waits for the device, so a live plot reads it every few
+        steps, not every step."""
+        if not self._steps:
+            return list(self.latent_std)
+        return torch.stack(self._steps)[:, 2].cpu().tolist()
+
     def finish(self, latents: torch.Tensor) -> Diagnostics:
         """Score the final latents (B, C, F, H, W) and write the verdict."""
         if self._steps:

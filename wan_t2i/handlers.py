@@ -1,106 +1,161 @@
-"""The app's one request handler: form or API values -> a GenerationRequest -> a render on the GPU -> outputs.
+"""The app's one request handler: form or API values -> a checked job -> a run on the GPU -> outputs.
 
-Every event that samples (the page's Generate, `/generate`, `/compare`) goes through `Handler.endpoint`: the values
-are turned into a request and checked against the model and this app's public limits before a GPU is asked for
-(ZeroGPU counts every call of the decorated function against a visitor's quota), and every failure comes back as a
-one-line message saying what to change.
+Every event that samples (the page's Generate, a lesson, `/generate`, `/compare`, `/sweep`, `/diagnose`) goes through
+`Handler.endpoint`: its values become a `Job`, checked against the model and this app's public limits before a GPU
+is asked for (ZeroGPU counts every call of the decorated function against a visitor's quota), and every failure comes
+back as a one-line message saying what to change.
 
-Renders run one at a time on the handler's own worker thread, and each stops at its next step once it is stopped or
-past the wall-clock limit: the per-step callback raises `RenderStopped`. The event function is an async generator
-that yields nothing-to-show while it waits, because those are the two places where Gradio 6 ends an event: a cancel
-raises CancelledError at its `await`, a client that went away closes it at a `yield`. A plain function in Gradio's
-worker thread sees neither and renders on, beside the next one (docs/reliability.md).
+Jobs run one at a time on the handler's own worker thread. The GPU side (`Handler._task`) is a generator that passes
+on each step, live preview and the result as they come: on ZeroGPU it runs in the worker process `spaces.GPU` forks,
+which receives the job and sends back what it yields by pickling, and stops it between two yields once the event has
+ended; here it runs in the same process. Either way the event's side checks after every step whether its job was
+stopped (cancelled, the client gone, or past the wall-clock limit) and, if so, closes the generator, which stops the
+job at its next transformer forward. The event function itself is an async generator that yields nothing-to-show while
+it waits, because those are the two places where Gradio 6 ends an event: a cancel raises CancelledError at its
+`await`, a client that went away closes it at a `yield` (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
+import queue
 import re
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import torch
 
-from wan_t2i.pipeline import Generation, WanT2IPipeline
+from wan_t2i import zerogpu
+from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest, Limits
-from wan_t2i.zerogpu import gpu_seconds, on_gpu
 
-Shape = Callable[[Generation, dict[str, Any]], Any]  # (generation, the request's values) -> the event's outputs
-Preview = Callable[[int, int, dict[str, Any]], Any]  # (step, steps, {label: preview image}) -> the event's outputs
+Shape = Callable[[Any, dict[str, Any]], Any]  # (the job's result, the event's values) -> the event's outputs
+Preview = Callable[["Live"], Any]  # a running render's latest live state -> the event's outputs
+Prepare = Callable[[dict[str, Any]], "Job"]  # the event's values -> a checked job; ValueError says what to change
 PREVIEWS_PER_RENDER = 10  # live previews of a render shown while it runs (each costs one latent -> RGB map)
 POLL_SECONDS = 0.1  # how often a waiting event yields to Gradio, which is when Gradio notices a client that left
+TICK_SECONDS = 0.25  # how often the GPU side reports in while its job takes no step (the doctor), so it can stop
 MAX_MESSAGE_CHARS = 400
+GPU_LOCK = "gpu"  # the one Gradio concurrency group of every event that samples: one GPU, one job at a time
 log = logging.getLogger(__name__)
 
 
 class RenderStopped(Exception):
-    """Raised from a render's step callback once the render is stopped; the message says why."""
+    """Raised in a stopped job at its next transformer forward, and on the event's side once it is stopped."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one event asks of the GPU, whole and picklable (ZeroGPU sends it to its worker process)."""
+
+    kind: str  # "generate", "sweep" or "diagnose"
+    request: GenerationRequest | None = None  # generate and sweep: the request (a sweep's base settings)
+    axes: dict[str, list] | None = None  # sweep: axis -> values
+    max_cells: int | None = None  # sweep: the app's cell limit
+    previews: bool = False  # generate: stream live previews of the predicted clean images
+
+    @property
+    def key(self) -> tuple:
+        """What the job renders, whether or not it streams previews: equal keys give the same result."""
+        axes = tuple((name, tuple(values)) for name, values in (self.axes or {}).items())
+        return (self.kind, self.request, axes, self.max_cells)
+
+
+@dataclass
+class Live:
+    """A render's latest live state, where previews were asked for: its step and each branch's preview image and
+    latent std per step so far."""
+
+    step: int
+    total: int
+    images: dict[str, Any]
+    latent_std: dict[str, list[float]]
 
 
 class Render:
-    """One render on the worker: `stop(reason)` ends it after the step that is running."""
+    """One job on the worker, seen from the event: `stop(reason)` ends it after the step that is running."""
 
-    def __init__(self, request: GenerationRequest, max_seconds: float):
-        self.request = request
+    def __init__(self, job: Job, max_seconds: float):
+        self.job = job
         self.max_seconds = max_seconds
         self.deadline: float | None = None  # set when the worker starts it: the wait in line does not count
         self.reason: str | None = None
-        self.preview: tuple[int, int, dict[str, Any]] | None = None  # the latest live preview, where asked for
+        self.step: tuple[int, int] = (0, 0)  # the last step reported
+        self.live: Live | None = None  # the latest live preview, where asked for
 
     def stop(self, reason: str) -> None:
         self.reason = self.reason or reason
 
-    def check(self, i: int, total: int) -> None:
-        """After step `i` of `total`: raise RenderStopped if stopped or past the deadline."""
+    def check(self) -> None:
+        """Raise RenderStopped if stopped or past the deadline."""
         if self.reason is not None:
             raise RenderStopped(self.reason)
         if self.deadline is not None and time.monotonic() > self.deadline:
+            i, total = self.step
+            where = f" after step {i} of {total}" if total else ""
             raise RenderStopped(
                 f"the render ran past this app's limit of {self.max_seconds:g} s per render (max_render_seconds) "
-                f"and was stopped after step {i} of {total}: use fewer steps, fewer samplers or a smaller size"
+                f"and was stopped{where}: use fewer steps, fewer samplers or a smaller size"
             )
 
 
 class Handler:
-    """Turns the values of any sampling event into a request, renders it on one worker, and shapes the outputs."""
+    """Turns the values of any sampling event into a job, runs it on one worker, and shapes the outputs."""
 
-    def __init__(self, pipe: WanT2IPipeline, limits: Limits | None = None, pair: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        pipe: WanT2IPipeline,
+        limits: Limits | None = None,
+        pair: tuple[str, str] | None = None,
+        gpu: Callable[..., Callable[[Callable], Callable]] | None = None,
+    ):
         """Args: `limits` this app's public limits (default: the model's); `pair` the samplers A and B of a
-        comparison whose values leave them out (default: legacy_ddim and the model's own)."""
+        comparison whose values leave them out (default: legacy_ddim and the model's own); `gpu` the decorator that
+        asks for a GPU (`zerogpu.on_gpu`: `spaces.GPU` on ZeroGPU, else nothing)."""
         self.pipe = pipe
         self.limits = limits or Limits.for_model(pipe.defaults)
         self.pair = pair or ("legacy_ddim", pipe.defaults.sampler)
-        # One worker thread: whatever Gradio does with its events, two renders never run at once.
+        # One worker thread: whatever Gradio does with its events, two jobs never run at once.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan-t2i-render")
-        self._active: Render | None = None  # the render on the worker, which the step callback checks
+        self.task = (gpu or zerogpu.on_gpu)(duration=zerogpu.job_seconds)(self._task)
+        self._pinned: dict[tuple, Any] = {}  # job key -> its result (None until rendered), kept for the server's life
+        self._shaped: dict[tuple, Any] = {}  # (event, job key) -> a pinned result's outputs, shaped once
 
-        @on_gpu(duration=gpu_seconds)
-        def render(
-            request: GenerationRequest, progress: gr.Progress | None = None, on_preview: Callable | None = None
-        ) -> Generation:
-            """The one place that samples; on ZeroGPU it runs on a GPU granted for `gpu_seconds(request)`."""
+    # Pinned results: the opening comparison, the lessons, the doctor's report ----------------------------------------
+    def pin(self, job: Job, render_now: bool = False) -> None:
+        """Keep `job`'s result for the server's life once it has rendered (now, with `render_now`): an event asking
+        for the same job then shows it at once, without the GPU."""
+        self._pinned.setdefault(job.key, None)
+        if render_now and self._pinned[job.key] is None:
+            self._pinned[job.key] = self._run(Render(job, float("inf")), None)
 
-            def step(i: int, total: int) -> None:
-                if progress is not None:
-                    progress((i, total), desc="sampling", unit="steps")
-                # In ZeroGPU's worker process this is the fork's copy (None): there ZeroGPU's duration bounds it.
-                active = self._active
-                if active is not None:
-                    active.check(i, total)
+    def pinned(self, job: Job) -> Any:
+        """`job`'s pinned result, or None."""
+        return self._pinned.get(job.key)
 
-            if on_preview is None:
-                return pipe.generate(request, progress=step)
-            every = max(1, request.steps // PREVIEWS_PER_RENDER)
-            return pipe.generate(request, progress=step, preview_every=every, on_preview=on_preview)
+    def is_pinned(self, result: Any) -> bool:
+        return any(result is kept for kept in self._pinned.values())
 
-        self.render = render
+    def shaped(self, shape: Shape, job: Job, result: Any, values: dict[str, Any]) -> Any:
+        """`shape(result, values)`, once per event for a pinned result (its files are written once)."""
+        if not self.is_pinned(result):
+            return shape(result, values)
+        key = (shape, job.key)
+        if key not in self._shaped:
+            self._shaped[key] = shape(result, values)
+        return self._shaped[key]
 
+    # The event's side ----------------------------------------------------------------------------------------------
     def request(self, values: dict[str, Any]) -> GenerationRequest:
         """A validated request from an event's values; raises ValueError naming what to change.
 
@@ -134,63 +189,197 @@ class Handler:
         self.limits.check(request)
         return request
 
+    def generate_job(self, values: dict[str, Any], previews: bool = False) -> Job:
+        return Job("generate", request=self.request(values), previews=previews)
+
     def endpoint(
-        self, shape: Shape, inputs: Iterable[str], outputs: int, preview: Preview | None = None
+        self,
+        shape: Shape,
+        inputs: Iterable[str],
+        outputs: int,
+        preview: Preview | None = None,
+        prepare: Prepare | None = None,
     ) -> Callable[..., AsyncIterator[Any]]:
         """An event function over the keyword values `inputs` (Gradio's `inputs_kwargs`), with `outputs` outputs and
-        Gradio's progress bar; it ends, and stops its render, when Gradio cancels it or its client goes away.
-        With `preview`, it also yields `preview(step, steps, images)` as the render's live previews arrive.
+        Gradio's progress bar; it ends, and stops its job, when Gradio cancels it or its client goes away.
+
+        `prepare` turns the values into a job (default: a generation, `generate_job`); with `preview`, the job
+        streams live previews and the event also yields `preview(live)` as they arrive.
 
         Its signature names every input with a default of None, which Gradio's API reads as "optional": an input
         whose component starts empty (the API's seed) may then be left out, and arrives as None (the default).
         """
         nothing = tuple(gr.skip() for _ in range(outputs))
+        if prepare is None:
+            prepare = lambda values: self.generate_job(values, previews=preview is not None)  # noqa: E731
 
         async def handle(progress: gr.Progress = gr.Progress(), **values: Any) -> AsyncIterator[Any]:  # noqa: B008
             try:
-                render = Render(self.request(values), self.limits.max_seconds)
+                render = Render(prepare(values), self.limits.max_seconds)
             except ValueError as error:
                 raise gr.Error(one_line(error), print_exception=False) from error
+            if (kept := self.pinned(render.job)) is not None:
+                yield self.shaped(shape, render.job, kept, values)
+                return
             # The context carries Gradio's request, which ZeroGPU reads to charge the visitor.
-            job = self._worker.submit(contextvars.copy_context().run, self._run, render, progress, preview is not None)
+            job = self._worker.submit(contextvars.copy_context().run, self._run, render, progress)
             waiting = asyncio.wrap_future(job)
             shown = None
             try:
                 while not waiting.done():
                     await asyncio.wait([waiting], timeout=POLL_SECONDS)
                     if not waiting.done():
-                        latest = render.preview
-                        yield nothing if latest is shown or preview is None else preview(*latest)
+                        latest = render.live
+                        if latest is shown or preview is None:
+                            yield nothing
+                        else:  # a figure takes a fraction of a second: off the event loop
+                            yield await asyncio.to_thread(preview, latest)
                         shown = latest
-                generation = outcome(job)
+                result = outcome(job)
             finally:
                 render.stop("the event ended before its render: cancelled, or the client went away")
                 job.add_done_callback(_retrieve)
                 waiting.add_done_callback(_retrieve)  # its asyncio twin holds the same exception
-            yield shape(generation, values)
+            if render.job.key in self._pinned and self._pinned[render.job.key] is None:
+                self._pinned[render.job.key] = result
+            yield self.shaped(shape, render.job, result, values)
 
         optional = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in inputs]
         progress = inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())
         handle.__signature__ = inspect.Signature([progress, *optional])
         return handle
 
-    def _run(self, render: Render, progress: gr.Progress | None, previews: bool = False) -> Generation:
-        """On the worker: render (keeping its latest live preview on `render` if asked), unless it was stopped while
-        it waited in line."""
-        if render.reason is not None:
-            raise RenderStopped(render.reason)
+    def _run(self, render: Render, progress: gr.Progress | None) -> Any:
+        """On the worker: run the job through the GPU side, reporting its steps and keeping its latest live preview,
+        until its result; stop it (close the GPU side) as soon as it is stopped."""
+        render.check()  # stopped while it waited in line
         render.deadline = time.monotonic() + render.max_seconds
-        self._active = render
+        events = self.task(render.job)
         try:
-            if not previews:
-                return self.render(render.request, progress)
-            return self.render(render.request, progress, lambda *latest: setattr(render, "preview", latest))
+            for kind, *data in events:
+                render.check()
+                if kind == "step":
+                    render.step = (data[0], data[1])
+                    report_progress(progress, render.job, *data)
+                elif kind == "preview":
+                    render.live = Live(*data)
+                elif kind == "failed":
+                    raise_failure(*data)
+                elif kind == "result":
+                    return data[0]
+            raise RuntimeError("the GPU side ended without a result")
         finally:
-            self._active = None
+            events.close()  # a stopped job stops at its next forward; on ZeroGPU, after its next yield
+
+    # The GPU side --------------------------------------------------------------------------------------------------
+    def _task(self, job: Job) -> Iterator[tuple]:
+        """Run `job` on a thread of its own and yield ("step", i, total), ("preview", ...), ("tick",) while nothing
+        happens, then ("result", value), or ("failed", kind, message) for an error; closing this generator stops the
+        job at its next transformer forward. Everything it takes and yields pickles (ZeroGPU's worker process)."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        stopping = threading.Event()
+
+        def work() -> None:
+            try:
+                events.put(("result", self._execute(job, events.put)))
+            except BaseException as error:  # every failure goes back to the event, as a message
+                events.put(failure(error))
+
+        with stop_forwards(self.pipe, stopping):
+            thread = threading.Thread(target=work, name="wan-t2i-job", daemon=True)
+            thread.start()
+            try:
+                while True:
+                    try:
+                        event = events.get(timeout=TICK_SECONDS)
+                    except queue.Empty:
+                        event = ("tick",)
+                    yield event
+                    if event[0] in ("result", "failed"):
+                        return
+            finally:
+                stopping.set()
+                thread.join()
+
+    def _execute(self, job: Job, emit: Callable[[tuple], None]) -> Any:
+        """Run one job on the pipeline, emitting its steps (and live previews) as they happen."""
+        pipe, step = self.pipe, lambda i, total: emit(("step", i, total))
+        if job.kind == "sweep":
+            from wan_t2i.sweep import MAX_CELLS
+
+            return pipe.sweep(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS, progress=step)
+        if job.kind == "diagnose":
+            from wan_t2i.doctor.diagnose import diagnose  # the module: the package attribute is the module
+
+            return diagnose(pipe=pipe, with_teacher=pipe.components.has_teacher)
+        if not job.previews:
+            return pipe.generate(job.request, progress=step)
+        diagnostics: dict = {}
+
+        def preview(i: int, total: int, images: dict[str, Any]) -> None:
+            stds = {label: d.std_so_far() for label, d in diagnostics.items()}
+            emit(("preview", i, total, images, stds))
+
+        every = max(1, job.request.steps // PREVIEWS_PER_RENDER)
+        return pipe.generate(
+            job.request, progress=step, preview_every=every, on_preview=preview,
+            on_step=lambda i, total, diags: diagnostics.update(diags),
+        )  # fmt: skip
 
 
-def outcome(job: Future) -> Generation:
-    """A finished render's generation, or its failure as a one-line gr.Error that says what to change."""
+@contextlib.contextmanager
+def stop_forwards(pipe: WanT2IPipeline, stopping: threading.Event) -> Iterator[None]:
+    """While inside: every transformer forward of `pipe` raises RenderStopped once `stopping` is set."""
+
+    def check(module: torch.nn.Module, args: Any) -> None:
+        if stopping.is_set():
+            raise RenderStopped("stopped")
+
+    c = pipe.components
+    models = [c.transformer, c.transformer_2, c.teacher_transformer, c.teacher_transformer_2]
+    hooks = [model.register_forward_pre_hook(check) for model in models if model is not None]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def failure(error: BaseException) -> tuple[str, str, str]:
+    """("failed", kind, message) for a job's exception, as the event's side reports it (see `raise_failure`)."""
+    if isinstance(error, RenderStopped):
+        return ("failed", "stopped", str(error))
+    if isinstance(error, ValueError):
+        return ("failed", "request", one_line(error))
+    if isinstance(error, torch.OutOfMemoryError):
+        return ("failed", "memory", one_line(error))
+    return ("failed", "fault", "".join(traceback.format_exception(error)))
+
+
+def raise_failure(kind: str, message: str) -> None:
+    """Raise what a failed job's side reported: the request's own error, or what happened, in one line."""
+    if kind == "stopped":
+        raise RenderStopped(message)
+    if kind == "request":
+        raise ValueError(message)
+    if kind == "memory":
+        raise torch.OutOfMemoryError(message)
+    log.error("render failed:\n%s", message)
+    raise RuntimeError(message.strip().splitlines()[-1])
+
+
+def report_progress(progress: gr.Progress | None, job: Job, i: int, total: int) -> None:
+    """Gradio's progress display: the steps, then the decode once the last step is done."""
+    if progress is None:
+        return
+    if job.kind == "generate" and i >= total:
+        progress(None, desc="decoding the image (VAE, one frame)")
+    else:
+        progress((i, total), desc="sweep" if job.kind == "sweep" else "sampling", unit="steps")
+
+
+def outcome(job: Future) -> Any:
+    """A finished job's result, or its failure as a one-line gr.Error that says what to change."""
     try:
         return job.result()
     except (ValueError, RenderStopped) as error:  # RenderStopped reaches a client only for the time limit
@@ -204,7 +393,7 @@ def outcome(job: Future) -> Generation:
 
 
 def _retrieve(job: Future | asyncio.Future) -> None:
-    """Consume a finished render's exception, so that one nobody waits for any more is not logged as lost."""
+    """Consume a finished job's exception, so that one nobody waits for any more is not logged as lost."""
     if not job.cancelled():
         job.exception()
 

@@ -151,6 +151,7 @@ class ModelDefaults:
     min_side: int = 128
     max_side: int = 2048
     vocabulary_note: str | None = None  # for small models that understand a fixed vocabulary
+    vocabulary: dict | None = None  # such a model's phrases by what they choose: {"time of day": ["at dawn", ...]}
     # What a public app accepts from one request (wan_t2i.request.Limits); the library accepts the ranges above.
     public_max_side: int | None = None  # pixels per side; None: the longest side of `resolutions`
     public_max_work: float | None = None  # megapixel-steps (steps x branches x pixels); None: what the page can ask

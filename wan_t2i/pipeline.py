@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 # (steps done, steps in all, {label: preview of each branch's predicted clean image}), every `preview_every` steps
 PreviewCallback = Callable[[int, int, dict[str, Image.Image]], None]
+# (steps done, steps in all, {label: the branch's diagnostics so far}), every step: a live latent-health plot
+StepCallback = Callable[[int, int, dict[str, Diagnostics]], None]
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class WanT2IPipeline:
         preview_every: int | None = None,
         preview_decode_every: int | None = None,
         on_preview: PreviewCallback | None = None,
+        on_step: StepCallback | None = None,
         **settings: Any,
     ) -> Generation:
         """Render a request: each sampler (on the student, or the teacher where the request says so) from the same
@@ -177,6 +180,8 @@ class WanT2IPipeline:
         (`wan_t2i.previews`, the model's latent -> RGB map), passed to `on_preview` and kept in
         `Generation.previews`; none by default, and then nothing is computed for them. `preview_decode_every` m:
         every m steps the preview is the full VAE decode instead (slower; for a coarser interval than k).
+        `on_step(i, total, {label: diagnostics})` after every step sees each branch's diagnostics so far (the latent
+        std per step), for a plot that grows as the render runs.
 
         `request` is a GenerationRequest, or a prompt with `settings` as for `request()`. Branches on one model share
         one transformer forward per step, and the first step's evaluation (every grid starts at t = 999);
@@ -212,7 +217,9 @@ class WanT2IPipeline:
         noise = self.prepare_noise(request, generator)
 
         # 3. Denoise every branch in lock-step from that noise (flow_lcm's fresh noise continues the seeded stream).
-        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator, recorder)
+        labels = request.labels()
+        by_label = None if on_step is None else lambda i, n, diags: on_step(i, n, dict(zip(labels, diags, strict=True)))
+        latents, diagnostics = self.denoise(request, noise, cond, uncond, progress, generator, recorder, by_label)
         denoised = self._clock()
 
         # 4. Decode one frame per branch.
@@ -278,6 +285,7 @@ class WanT2IPipeline:
         progress: Progress | None = None,
         generator: torch.Generator | None = None,
         previews: Previews | None = None,
+        on_step: Callable[[int, int, list[Diagnostics]], None] | None = None,
     ) -> tuple[list[torch.Tensor], list[Diagnostics]]:
         """Every branch of `request` from `noise`; returns the final latents and the diagnostics per branch.
 
@@ -288,7 +296,7 @@ class WanT2IPipeline:
             Branch(sampler, model, request.steps, request.shift, request.timesteps or None, guidance, noise, generator)
             for sampler, model in zip(request.samplers, request.models, strict=True)
         ]
-        return self.denoise_branches(branches, cond, uncond, guidance, progress, previews)
+        return self.denoise_branches(branches, cond, uncond, guidance, progress, previews, on_step)
 
     def denoise_branches(
         self,
@@ -298,10 +306,12 @@ class WanT2IPipeline:
         guidance: tuple[float, float],
         progress: Progress | None = None,
         previews: Previews | None = None,
+        on_step: Callable[[int, int, list[Diagnostics]], None] | None = None,
     ) -> tuple[list[torch.Tensor], list[Diagnostics]]:
         """The one denoising loop (`samplers.sample_many`) over any branches: a request's, or a sweep's cells.
 
         Branches whose guidance is not `guidance` run with their own (`guidance.Row` keys), in the same forwards.
+        `on_step(i, total, diagnostics)` sees every branch's diagnostics after each step.
         """
         diagnostics = [Diagnostics() for _ in branches]
         total = max(len(b.timesteps) if b.timesteps else b.steps for b in branches)
@@ -314,6 +324,8 @@ class WanT2IPipeline:
                 previews.record(i + 1, total, x0s)
             if progress is not None:
                 progress(i + 1, total)
+            if on_step is not None:
+                on_step(i + 1, total, diagnostics)
 
         keys = [b.model if b.guidance == guidance else Row(b.model, b.guidance) for b in branches]
         latents = sample_many(

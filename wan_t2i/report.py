@@ -27,10 +27,26 @@ def ratio_text(ratio: float) -> str:
 
 
 def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure:
-    """The latent std per step over the expected std, on a log axis, against the shaded band the VAE decodes cleanly.
+    """The latent std per step over the expected std, for each branch of a finished generation (`health_figure`)."""
+    results = list(generation.results.values())
+    series = [
+        (name, std_ratios(r.diagnostics.latent_std, r.diagnostics.expected_std))
+        for name, r in zip(names, results, strict=True)
+    ]
+    return health_figure(series, max((len(r.diagnostics.latent_std) for r in results), default=1))
 
-    One line with markers per branch, in the branch's fixed colour (`SERIES_COLORS`, by position), labelled at its end
-    with its name and final ratio ("legacy_ddim: 46x"); the x axis runs from noise to image.
+
+def std_ratios(latent_std: Sequence[float], expected_std: float = 1.0) -> list[float]:
+    """Each step's latent std over what the VAE expects; NaN where a step diverged."""
+    return [std / expected_std if math.isfinite(std) else math.nan for std in latent_std]
+
+
+def health_figure(series: Sequence[tuple[str, Sequence[float]]], steps: int) -> Figure:
+    """The latent std ratio per step, on a log axis, against the shaded band the VAE decodes cleanly.
+
+    One line with markers per (name, ratios) of `series`, in its fixed colour (`SERIES_COLORS`, by position), labelled
+    at its end with its name and last ratio ("legacy_ddim: 46x"); the x axis runs from noise (step 1) to image (step
+    `steps`), so that a render's live figure fills in from the left as its steps arrive.
     """
     figure = Figure(figsize=(5.6, 3.6), dpi=100, layout="constrained")
     ax = figure.add_subplot()
@@ -38,12 +54,9 @@ def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure
     ax.axhspan(low, high, color=BAND_COLOR, alpha=0.15, lw=0)
     ax.text(0.01, high, " VAE decodes cleanly", transform=ax.get_yaxis_transform(),
             va="top", ha="left", color=BAND_COLOR, fontsize=11, fontweight="bold")  # fmt: skip
-    results = list(generation.results.values())
-    colors = SERIES_COLORS[-len(results) :]
+    colors = SERIES_COLORS[-len(series) :] if series else ()
     ratios = []
-    for name, result, color in zip(names, results, colors, strict=True):
-        d = result.diagnostics
-        y = [std / d.expected_std if math.isfinite(std) else math.nan for std in d.latent_std]
+    for (name, y), color in zip(series, colors, strict=True):
         x = list(range(1, len(y) + 1))
         ax.plot(x, y, color=color, marker="o", markersize=4, lw=2, label=name)
         ratios += [v for v in y if math.isfinite(v) and v > 0]
@@ -53,8 +66,7 @@ def latent_health_figure(generation: Generation, names: Sequence[str]) -> Figure
     ax.set_yscale("log")
     bottom, top = min([low, *ratios]) / 1.5, max([high, *ratios]) * 2
     ax.set_ylim(bottom, top)
-    steps = max((len(r.diagnostics.latent_std) for r in results), default=1)
-    ax.set_xlim(0.5, steps + 0.5)
+    ax.set_xlim(0.5, max(steps, 1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ratio_text(v)))  # 1x, 10x, not 10^1

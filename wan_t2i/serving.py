@@ -144,11 +144,12 @@ class CacheSweeper:
     `blocks.delete_cache` gives (every, age) and `blocks.GRADIO_CACHE` the folder. Gradio's own `delete_cache` deletes
     only the files its components recorded, and Gradio 6 records each session's outputs on that session's copies of
     the components, which its cleanup never reads: served images were never deleted. The folder (GRADIO_TEMP_DIR)
-    should be this app's alone, as on a Space.
+    should be this app's alone, as on a Space. Files a component keeps for the server's life (its initial value, the
+    page's opening images: Gradio's `keep_in_cache`) are spared.
     """
 
     def __init__(self, app: ASGIApp, blocks: Any):
-        self.app, self.folder = app, Path(blocks.GRADIO_CACHE)
+        self.app, self.blocks, self.folder = app, blocks, Path(blocks.GRADIO_CACHE)
         self.every, self.age = blocks.delete_cache
         self.task: asyncio.Task | None = None
 
@@ -160,21 +161,22 @@ class CacheSweeper:
     async def sweep(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(delete_older_than, self.folder, self.age)
+                kept = {str(p) for block in self.blocks.blocks.values() for p in getattr(block, "keep_in_cache", ())}
+                await asyncio.to_thread(delete_older_than, self.folder, self.age, kept)
             except OSError as error:  # a folder that went away, a permission: try again next time
                 log.warning("cache sweep of %s failed: %s", self.folder, error)
             await asyncio.sleep(self.every)
 
 
-def delete_older_than(folder: Path, age: float) -> int:
-    """Delete the files and the empty folders under `folder` last changed more than `age` seconds ago; returns how
-    many files went. Gradio's `delete_cache` ages files the same way (by ctime). A folder's age spares the one Gradio
-    has just made for a file it is about to write, and an emptied one goes a sweep later."""
+def delete_older_than(folder: Path, age: float, keep: set[str] = frozenset()) -> int:
+    """Delete the files (but those in `keep`) and the empty folders under `folder` last changed more than `age`
+    seconds ago; returns how many files went. Gradio's `delete_cache` ages files the same way (by ctime). A folder's
+    age spares the one Gradio has just made for a file it is about to write, and an emptied one goes a sweep later."""
     cutoff, deleted = time.time() - age, 0
     for root, folders, files in os.walk(folder, topdown=False):  # a folder's files before the folder
         for path, is_folder in [*((Path(root, f), False) for f in files), *((Path(root, f), True) for f in folders)]:
             try:
-                if path.lstat().st_ctime >= cutoff:
+                if path.lstat().st_ctime >= cutoff or str(path) in keep:
                     continue
                 if is_folder:
                     path.rmdir()  # OSError where it is not empty

@@ -1,12 +1,15 @@
-"""Hugging Face ZeroGPU: how long a render asks the GPU for, and the decorator that asks (absent elsewhere)."""
+"""Hugging Face ZeroGPU: how long a job asks the GPU for, and the decorator that asks (absent elsewhere)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wan_t2i.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from wan_t2i.handlers import Job
 
 try:  # ZeroGPU Spaces provide `spaces`; everywhere else generation runs where the pipeline lives
     import spaces
@@ -19,15 +22,35 @@ GPU_BASE_SECONDS = 20
 GPU_SECONDS_PER_STEP = 0.25
 GPU_REFERENCE_PIXELS = 832 * 480
 GPU_MAX_SECONDS = 120  # ZeroGPU refuses longer requests from visitors without a paid plan
+# The doctor on the served model: a VAE round trip, a few dozen forwards at small sizes and a few short samplings.
+DIAGNOSE_SECONDS = 60
+
+
+def sampling_seconds(request: GenerationRequest) -> float:
+    """GPU seconds of a request's denoising loop: its steps and branches, scaled by its pixels."""
+    pixels = request.height * request.width / GPU_REFERENCE_PIXELS
+    return request.steps * len(request.samplers) * GPU_SECONDS_PER_STEP * pixels
 
 
 def gpu_seconds(request: GenerationRequest, *_: Any, **__: Any) -> int:
     """ZeroGPU duration for `request`: from its steps, branches and size; the fixed minimum for anything else."""
     if not isinstance(request, GenerationRequest):
         return GPU_BASE_SECONDS
-    pixels = request.height * request.width / GPU_REFERENCE_PIXELS
-    sampling = request.steps * len(request.samplers) * GPU_SECONDS_PER_STEP * pixels
-    return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + math.ceil(sampling)))
+    return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + math.ceil(sampling_seconds(request))))
+
+
+def job_seconds(job: Job, *_: Any, **__: Any) -> int:
+    """ZeroGPU duration for a handler's job: a generation as `gpu_seconds`, a sweep as the sum of its cells, the
+    doctor a fixed time."""
+    kind = getattr(job, "kind", None)
+    if kind == "diagnose":
+        return DIAGNOSE_SECONDS
+    if kind == "sweep" and isinstance(job.request, GenerationRequest) and job.axes:
+        from wan_t2i.sweep import MAX_CELLS, make_cells
+
+        cells = make_cells(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS)
+        return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + math.ceil(sum(sampling_seconds(c.request) for c in cells))))
+    return gpu_seconds(getattr(job, "request", None))
 
 
 def on_gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:

@@ -444,6 +444,20 @@ VOCABULARY: tuple[str, ...] = tuple(
 )
 
 
+VOCABULARY_SLOTS = (  # (slot, its phrase table): what a prompt chooses, in the order a caption reads
+    ("time of day", TIME_PHRASES),
+    ("mountains", MOUNTAIN_PHRASES),
+    ("foreground", WATER_PHRASES),
+    ("sky", CLOUD_PHRASES),
+)
+
+
+def vocabulary_slots(per_value: int = 2) -> dict[str, list[str]]:
+    """Phrases the demo model understands, grouped by what they choose: the first `per_value` phrases of each value
+    of each attribute ({"time of day": ["at dawn", "at sunrise", "at noon", ...], ...}); the app shows them as chips."""
+    return {slot: [p for phrases in table.values() for p in phrases[:per_value]] for slot, table in VOCABULARY_SLOTS}
+
+
 def vocabulary_note() -> str:
     """One paragraph for users: what the demo model understands."""
     return (

@@ -56,6 +56,7 @@ from wan_t2i.demo.scenes import (
     requested_attributes,
     sample_scene,
     vocabulary_note,
+    vocabulary_slots,
 )
 from wan_t2i.demo.tokenizer import build_word_tokenizer, portable_tokenizer_class
 from wan_t2i.schedules import shift_sigmas
@@ -412,6 +413,7 @@ def train(
         "resolutions": [[size, size]],
         "public_max_side": 2 * size,  # what the app accepts from a request: twice the trained size at most
         "vocabulary_note": vocabulary_note(),
+        "vocabulary": vocabulary_slots(),
     }
     save_bundle(pipe, out_dir, defaults)
     timings["total"] = time.perf_counter() - start
