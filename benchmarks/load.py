@@ -7,15 +7,18 @@ disconnects; then what must hold afterwards, and the figures.
 
 Local only: the app runs in this process on 127.0.0.1 (a free port), with its own Gradio cache folder, and the
 clients are threads here speaking HTTP to it (gradio_client, and raw requests for what a client would not send). Each
-client picks, at random from its own seed: a valid `/generate` (or now and then `/compare`) with a seed, a bad input
-(each with the one-line message it must get), a long render it cancels, or a long render it walks away from.
+client picks, at random from its own seed: a valid `/generate` (or now and then `/compare`, a small `/sweep`, or
+`/diagnose`) with a seed, a bad input (each with the one-line message it must get), a long render or sweep it
+cancels, or a long render it walks away from.
 
 Afterwards it checks, and exits 1 where one fails:
   - the app still serves: the page, and a request after the load;
-  - every completed request got its seed's exact image: each PNG against `pipe.generate` of the same request here;
+  - every completed request got its seed's exact image: each PNG against `pipe.generate` of the same request here,
+    each sweep's grid against `pipe.sweep` of the same sweep, each doctor's report the same;
   - every bad input got its own one-line message, and nothing failed that the request did not cause;
-  - no render ran beside the slot: the pipeline's `generate` is wrapped to count the renders running at once and
-    to name the thread each runs on (the handler's one worker); no cancelled or abandoned render ran to its end;
+  - no render ran beside the slot: the pipeline's `generate` and `sweep` are wrapped to count the renders running at
+    once and to name the thread each runs on (a job's thread under the handler's one worker); no cancelled or
+    abandoned render ran to its end;
   - memory (RSS of this process, server and clients) is back within --max_rss_growth_mb of where it was before;
   - disk: the Gradio cache is empty again once served images pass their age (--keep_outputs_seconds).
 """
@@ -43,7 +46,7 @@ PROMPTS = ("A serene lake at sunset", "Snowy mountains at dawn", "A green meadow
 LONG_STEPS = 200  # a render long enough to be cancelled or abandoned mid-way; within the tiny model's budget
 SAMPLERS = ("flow_unipc", "flow_euler", "flow_dpmpp")
 # What each client does, by share of its requests.
-MIX = {"valid": 0.5, "compare": 0.1, "bad": 0.15, "cancel": 0.125, "disconnect": 0.125}
+MIX = {"valid": 0.4, "compare": 0.1, "sweep": 0.1, "diagnose": 0.05, "bad": 0.15, "cancel": 0.1, "disconnect": 0.1}
 # Bad inputs: (kind, how it is sent, its values, what its one-line message must contain).
 BAD_INPUTS = (
     ("steps out of range", "client", {"steps": 0}, "steps must be"),
@@ -70,27 +73,28 @@ class Outcome:
 
 
 class Renders:
-    """Wraps a pipeline's `generate` (the real one runs) to record each render: its thread, steps and end."""
+    """Wraps a pipeline's `generate` and `sweep` (the real ones run) to record each render: its thread, steps, end."""
 
     def __init__(self, pipe: Any):
         self.started = self.stopped = self.peak = self.active = 0
         self.threads: Counter[str] = Counter()
         self.long_finished = 0  # renders of LONG_STEPS that ran to their end: a cancel or disconnect not honoured
         self._lock = threading.Lock()
-        self.generate = pipe.generate  # the real one, for the reference renders
-        pipe.generate = self._generate
+        self.generate, self.sweep = pipe.generate, pipe.sweep  # the real ones, for the reference renders
+        pipe.generate = lambda request, /, **settings: self._render(self.generate, request, (), settings)
+        pipe.sweep = lambda request, axes, **options: self._render(self.sweep, request, (axes,), options)
 
-    def _generate(self, request: Any, /, **settings: Any) -> Any:
+    def _render(self, method: Any, request: Any, args: tuple, settings: dict) -> Any:
         with self._lock:
             self.started += 1
             self.active += 1
             self.peak = max(self.peak, self.active)
             self.threads[threading.current_thread().name.rsplit("_", 1)[0]] += 1
         try:
-            generation = self.generate(request, **settings)
+            result = method(request, *args, **settings)
             with self._lock:
                 self.long_finished += request.steps == LONG_STEPS
-            return generation
+            return result
         except Exception as error:
             with self._lock:
                 self.stopped += type(error).__name__ == "RenderStopped"
@@ -151,7 +155,7 @@ class LoadClient(threading.Thread):
         self.client = Client(self.url, verbose=False, download_files=str(self.downloads))
         self.http = httpx.Client(base_url=self.url + "gradio_api/", timeout=60)
         actions = {"valid": self.valid, "compare": self.compare, "bad": self.bad, "cancel": self.cancel}
-        actions["disconnect"] = self.disconnect
+        actions |= {"disconnect": self.disconnect, "sweep": self.sweep, "diagnose": self.diagnose}
         while time.monotonic() < self.deadline:
             action = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
             start = time.monotonic()
@@ -173,6 +177,17 @@ class LoadClient(threading.Thread):
         sent = dict(prompt=self.rng.choice(PROMPTS), steps=self.rng.randint(1, 4), seed=self.rng.randrange(1 << 31))
         path_a, path_b, seed, _ = self.client.predict(**sent, api_name="/compare")
         return Outcome("served", 0.0, sent | {"samplers": ("legacy_ddim", "flow_unipc")}, (path_a, path_b), seed)
+
+    def sweep(self) -> Outcome:
+        sent = dict(prompt=self.rng.choice(PROMPTS), steps=self.rng.randint(1, 3), seed=self.rng.randrange(1 << 31))
+        sent |= dict(axis_1="shift", values_1="1,5", axis_2="sampler", values_2="legacy_ddim,flow_unipc")
+        grid, _, details = self.client.predict(**sent, api_name="/sweep")
+        return Outcome("sweep served", 0.0, sent, (grid,), details["seed"])
+
+    def diagnose(self) -> Outcome:
+        _, report = self.client.predict(api_name="/diagnose")
+        ok = report.startswith("# Checkpoint doctor")
+        return Outcome("diagnosed", 0.0, problem=None if ok else f"report {report[:100]!r}")
 
     def bad(self) -> Outcome:
         from gradio_client.exceptions import AppError
@@ -217,7 +232,12 @@ class LoadClient(threading.Thread):
         then carries no event id, and no server can stop what it was not told: docs/reliability.md)."""
         from gradio_client.utils import Status
 
-        job = self.client.submit(PROMPTS[0], steps=LONG_STEPS, seed=self.rng.randrange(1 << 31), api_name="/generate")
+        seed = self.rng.randrange(1 << 31)
+        if self.rng.random() < 0.3:  # a long sweep, stopped as a render is
+            sweep = dict(axis_1="seed", values_1=f"{seed},{seed + 1}", axis_2="none", values_2="")
+            job = self.client.submit(PROMPTS[0], steps=LONG_STEPS, **sweep, api_name="/sweep")
+        else:
+            job = self.client.submit(PROMPTS[0], steps=LONG_STEPS, seed=seed, api_name="/generate")
         time.sleep(self.rng.uniform(0.05, 1.0))
         named_by = time.monotonic() + 30
         while job.status().code in (Status.STARTING, Status.JOINING_QUEUE) and time.monotonic() < named_by:
@@ -236,14 +256,23 @@ class LoadClient(threading.Thread):
         return Outcome("disconnected", 0.0)  # the connection closes as the stream's block ends
 
 
-def check_images(outcomes: list[Outcome], pipe: Any, generate: Any) -> list[str]:
-    """Each served request's PNGs against a direct render of the same request; the mismatches."""
+def check_images(outcomes: list[Outcome], pipe: Any, renders: Renders) -> list[str]:
+    """Each served request's PNGs (a sweep's grid) against a direct render of the same request; the mismatches."""
     import numpy as np
     from PIL import Image
+
+    from wan_t2i.app_sweep import sweep_axes
 
     problems = []
     for outcome in outcomes:
         sent = dict(outcome.sent)
+        if "axis_1" in sent:
+            axes = sweep_axes(*(sent.pop(k) for k in ("axis_1", "values_1", "axis_2", "values_2")))
+            grid = renders.sweep(pipe.request(sent.pop("prompt"), **sent), axes).grid()
+            if not np.array_equal(np.asarray(Image.open(outcome.paths[0]).convert("RGB")), np.asarray(grid)):
+                problems.append(f"{outcome.paths[0]}: not the grid of {outcome.sent}")
+            continue
+        generate = renders.generate
         samplers = sent.pop("samplers", None) or (sent.pop("sampler"),)
         if outcome.seed != sent["seed"]:
             problems.append(f"asked for seed {sent['seed']}, the app used {outcome.seed}")
@@ -320,9 +349,9 @@ def run(args: argparse.Namespace, scratch: Path, cache: Path, downloads: Path) -
         page = httpx.get(url, timeout=30).status_code
         after = Client(url, verbose=False, download_files=str(downloads))
         path, seed, _ = after.predict(PROMPTS[0], steps=2, seed=11, sampler="flow_unipc", api_name="/generate")
-        served = [o for o in outcomes if o.kind == "served"]
+        served = [o for o in outcomes if o.kind in ("served", "sweep served")]
         final = Outcome("served", 0.0, dict(prompt=PROMPTS[0], steps=2, seed=11, sampler="flow_unipc"), (path,), seed)
-        mismatches = check_images([*served, final], pipe, renders.generate)
+        mismatches = check_images([*served, final], pipe, renders)
         checks["the app still serves"] = (page == 200 and seed == 11, f"page {page}, a request after the load")
         checks["each served request got its seed's exact image"] = (
             not mismatches,
@@ -336,7 +365,7 @@ def run(args: argparse.Namespace, scratch: Path, cache: Path, downloads: Path) -
         )
         threads = ", ".join(f"{name} x{n}" for name, n in renders.threads.items())
         checks["no render ran beside the slot"] = (
-            renders.peak == 1 and set(renders.threads) == {"wan-t2i-render"} and renders.long_finished == 0,
+            renders.peak == 1 and set(renders.threads) == {"wan-t2i-job"} and renders.long_finished == 0,
             f"at most {renders.peak} at once, on {threads}; {renders.stopped} stopped mid-way, "
             f"{renders.long_finished} cancelled or abandoned ran to the end",
         )
