@@ -43,8 +43,8 @@ CSS = """
 .verdict-warn { background: #fef3c7; color: #92400e; }
 .verdict-good { background: #dcfce7; color: #166534; }
 [data-testid="block-info"], .info { color: #4b5563 !important; }
-.chips { flex-wrap: wrap; gap: 6px; align-items: center; }
-.chip, .lesson { flex: 0 0 auto !important; width: auto !important; }
+.chips, #lessons { flex-wrap: wrap !important; gap: 6px; align-items: center; }
+.chip, .lesson, #lessons-title { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
 """  # the help text in #4b5563 on white: 7.6:1 contrast (Gradio's default grey is under 2:1)
 
 

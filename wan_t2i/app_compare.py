@@ -149,7 +149,8 @@ def add_compare_tab(
     ignored_box = gr.Markdown(first.get("ignored", ""), elem_id="ignored")
     with gr.Row(elem_id="lessons"):
         gr.Markdown("**Lessons** (click one to run it):", elem_id="lessons-title")
-        buttons = [gr.Button(x.label, size="sm", elem_classes="lesson", visible=x in lessons) for x in LESSONS]
+        buttons = [gr.Button(x.label, size="sm", elem_classes="lesson", visible=x in lessons, min_width=0)
+                   for x in LESSONS]  # fmt: skip
     if d.vocabulary or d.vocabulary_note:
         vocabulary_chips(prompt, d)
     with gr.Row(equal_height=True):
