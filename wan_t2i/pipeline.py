@@ -21,6 +21,7 @@ from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components, resolve_device
 from wan_t2i.performance import apply, preset
 from wan_t2i.previews import WAN21_FACTORS, LatentRGB
+from wan_t2i.replicas import Replica, check_devices, experts_of, replicate, run_on_replicas
 from wan_t2i.request import MAX_SEED, GenerationRequest, ModelSpec
 from wan_t2i.samplers import sample_many
 from wan_t2i.values import is_integer
@@ -99,8 +100,9 @@ def clean_prompt(text: str) -> str:
 class WanT2IPipeline:
     """A loaded Wan text-to-image model that renders one sampler, or several from the same noise and text."""
 
-    def __init__(self, components: WanComponents, *, text_cache_size: int = 32):
-        """Args: `text_cache_size` prompts kept encoded (LRU)."""
+    def __init__(self, components: WanComponents, *, text_cache_size: int = 32, replicas: Sequence[Replica] = ()):
+        """Args: `text_cache_size` prompts kept encoded (LRU); `replicas`: copies of the transformers on further
+        devices (`wan_t2i.replicas`), which take their share of a pair's or a sweep's branches."""
         self.components = components
         self.device = components.device
         self.defaults: ModelDefaults = components.defaults
@@ -113,10 +115,8 @@ class WanT2IPipeline:
         self.latents_std = torch.tensor(vae_config.latents_std).view(1, self.z_dim, 1, 1, 1)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.text_cache_size = text_cache_size
-        c = components
-        self.experts = {"student": Experts(c.transformer, c.transformer_2, c.boundary_ratio)}
-        if c.has_teacher:
-            self.experts["teacher"] = Experts(c.teacher_transformer, c.teacher_transformer_2, c.teacher_boundary_ratio)
+        self.experts = experts_of(components)
+        self.replicas = [Replica(self.device, self.experts), *replicas]  # where branches run: this device first
 
     @classmethod
     def from_pretrained(
@@ -126,20 +126,35 @@ class WanT2IPipeline:
         *,
         performance: str = "default",
         gpu_memory_gb: float | None = None,
+        devices: Sequence[str | torch.device] | None = None,
         **kwargs,
     ) -> WanT2IPipeline:
         """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
 
         `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory"), applied to the
         loaded modules for their device; see docs/performance.md for what each buys. `gpu_memory_gb`, with
-        low_memory: the GPU memory it may plan for (default: the whole card).
+        low_memory: the GPU memory it may plan for (default: the whole card). `devices` (instead of `device`), e.g.
+        ["cuda:0", "cuda:1"]: load on the first and copy the transformers onto the others, so that the branches of
+        a pair or a sweep run split over them, one thread per device (`wan_t2i.replicas`).
         """
         device = kwargs.pop("device", None)
+        if devices is not None:
+            if device is not None:
+                raise ValueError("give device or devices, not both: the model loads on devices[0]")
+            devices = check_devices(devices)
+            device = devices[0]
         device = resolve_device(device)
         settings = preset(performance, device, gpu_memory_gb)
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
+        replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
         apply(components, settings)
-        return cls(components)
+        return cls(components, replicas=replicas)
+
+    def replicate_to(self, devices: Sequence[str | torch.device], *, performance: str = "default") -> None:
+        """Copy the transformers onto `devices`, under the `performance` preset there, so that the branches of a
+        pair or a sweep run split over these devices and those already in use (`wan_t2i.replicas`)."""
+        devices = check_devices([*(r.device for r in self.replicas), *devices])[len(self.replicas) :]
+        self.replicas += [replicate(self.components, d, preset(performance, d)) for d in devices]
 
     @property
     def size_multiple(self) -> int:
@@ -328,17 +343,24 @@ class WanT2IPipeline:
                 on_step(i + 1, total, diagnostics)
 
         keys = [b.model if b.guidance == guidance else Row(b.model, b.guidance) for b in branches]
-        latents = sample_many(
-            guided_model_fn(self.experts, cond, uncond, guidance),
-            [b.noise for b in branches],
-            samplers=[b.sampler for b in branches],
-            steps=[b.steps for b in branches],
-            shift=[b.shift for b in branches],
-            timesteps=[b.timesteps for b in branches],
-            models=keys,
-            generator=[b.generator for b in branches],
-            callback=each_step,
-        )
+
+        def sample(replica: Replica, members: list[int], callback: Callable) -> list[torch.Tensor]:
+            on, mine = replica.device, [branches[k] for k in members]  # text and noise: made once, copied here
+            noises = {id(b.noise): b.noise.to(on) for b in mine}  # branches that share a noise tensor still do
+            return sample_many(
+                guided_model_fn(replica.experts, cond.to(on), None if uncond is None else uncond.to(on), guidance),
+                [noises[id(b.noise)] for b in mine],
+                samplers=[b.sampler for b in mine],
+                steps=[b.steps for b in mine],
+                shift=[b.shift for b in mine],
+                timesteps=[b.timesteps for b in mine],
+                models=[keys[k] for k in members],
+                generator=[b.generator for b in mine],
+                callback=callback,
+            )
+
+        # One device: every branch in one loop. Several (`replicate_to`): each device's share in a thread of its own.
+        latents = run_on_replicas(self.replicas, branches, sample, each_step)
         return latents, diagnostics
 
     def preview_map(self) -> LatentRGB:
