@@ -4,7 +4,9 @@
         --out outputs/eval [--seeds 0,1] [--teacher_path ... --model_path ...]
 
 Each cell (a prompt, a seed and one value per axis) writes `cells/<id>.png` (carrying its parameters) and one JSON
-line in `results/rank<r>.jsonl`; a cell already there is skipped, so an interrupted run picks up where it stopped.
+line in `results/rank<r>.jsonl`; a cell already there is skipped, so an interrupted run picks up where it stopped
+(a killed rank included: a PNG appears whole or not at all, and a results line cut short is dropped and its cell
+rendered again).
 Ranks split the cells (`RANK` and `WORLD_SIZE` from the environment, as torchrun sets them, or --rank/--world_size),
 balanced by cost (steps x pixels x rows), each rank a deterministic shard: under torchrun
 (`torchrun --nproc_per_node N -m wan_t2i.evaluate ...`) the ranks join one process group (NCCL on GPUs, gloo on
@@ -17,6 +19,7 @@ model, prompt adherence scored by `wan_t2i.demo.analyzer`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -26,11 +29,12 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from wan_t2i.choices import DTYPES, PRESETS
 
 RESULTS, CELLS = "results", "cells"
+PARTIAL = ".partial"  # the suffix of an image being written (`save_whole`)
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -119,7 +123,6 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    from wan_t2i.images import save_png
     from wan_t2i.sweep import _finite, make_cells, render_cells
 
     settings = {"seed": 0} | dict(settings or {})
@@ -137,7 +140,7 @@ def run(
     todo = [(p, cell) for p, cell in mine if cell_id(p, cell) not in done]
     counts = {"cells": len(plan), "this_rank": len(mine), "skipped": len(mine) - len(todo), "rendered": 0}
     with (
-        open(out / RESULTS / f"rank{rank}.jsonl", "a") as results,
+        open_results(out / RESULTS / f"rank{rank}.jsonl") as results,
         tqdm(total=len(todo), desc=f"rank {rank}: cells", unit="cell", disable=not progress) as bar,
     ):
         for p in sorted({p for p, _ in todo}):  # one prompt at a time: its cells share one text encoding
@@ -148,12 +151,38 @@ def run(
                 row = {"id": identifier, "prompt_index": p, "prompt": prompts[p]} | cell.row()
                 if score:
                     row |= adherence(prompts[p], cell.image)
-                save_png(cell.image, out / CELLS / f"{identifier}.png", cell.parameters)
-                results.write(json.dumps(_finite(row), allow_nan=False) + "\n")
-                results.flush()
+                save_whole(cell.image, out / CELLS / f"{identifier}.png", cell.parameters)
+                append_line(results, json.dumps(_finite(row), allow_nan=False))  # the cell counts as done from here
                 counts["rendered"] += 1
                 bar.update(1)
     return counts
+
+
+def save_whole(image: Any, path: Path, parameters: dict) -> None:
+    """The PNG written beside `path` and renamed onto it: a process killed while writing leaves no cut-short image
+    under a cell's name, only a `.partial` file that the merge removes."""
+    from wan_t2i.images import save_png
+
+    partial = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL}")
+    save_png(image, partial, parameters)
+    os.replace(partial, path)
+
+
+def open_results(path: Path) -> BinaryIO:
+    """This rank's results file, for appending; a last line cut short by a killed process is cut off first, so
+    that the next line starts on a line of its own (appended to the fragment, it would be unreadable too)."""
+    with contextlib.suppress(FileNotFoundError), open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "ab")
+
+
+def append_line(results: BinaryIO, line: str) -> None:
+    """One line in one write, flushed and synced: once this returns, a kill or a crash cannot take it back."""
+    results.write(line.encode() + b"\n")
+    results.flush()
+    os.fsync(results.fileno())
 
 
 def is_demo(pipe: Any) -> bool:
@@ -189,6 +218,8 @@ def merge(out: Path, axes: Sequence[str]) -> dict[str, Any]:
             rows[row["id"]] = row  # a cell rendered twice (a rerun) counts once
     if not rows:
         raise ValueError(f"no results in {out / RESULTS}: run the evaluation first")
+    for partial in (out / CELLS).glob(f".*{PARTIAL}"):  # images a killed rank left half-written
+        partial.unlink(missing_ok=True)
     table = sorted(rows.values(), key=lambda r: r["id"])
     columns = list(dict.fromkeys(k for row in table for k in row))
     with open(out / "results.csv", "w", newline="") as f:
