@@ -18,6 +18,7 @@ from PIL import Image
 
 from wan_t2i.evaluate import PARTIAL, done_cells, main, shard
 
+ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
 
@@ -131,3 +132,27 @@ def test_a_rank_killed_mid_run_resumes_from_what_is_on_disk(tiny_wan_dir, tmp_pa
     for name, stat in before.items():  # written before the kill: not rendered again
         now = (out / "cells" / f"{name}.png").stat()
         assert (now.st_mtime_ns, now.st_ino) == (stat.st_mtime_ns, stat.st_ino), name
+
+
+@pytest.mark.slow  # two torchrun launches and the pair on two CPU devices: 1-3 minutes on 2 cores
+def test_the_multi_gpu_benchmark_runs_end_to_end_on_the_cpu(tmp_path):
+    """`benchmarks.multi_gpu --smoke`: its torchrun runs for 1 and 2 ranks and the pair split over two devices, with
+    tiny models, all written to a record folder, so that the GPU benchmark cannot rot while no GPU runs it."""
+    record = tmp_path / "record"
+    command = [sys.executable, "-m", "benchmarks.multi_gpu", "--smoke", "--models", "1.3b", "--record", str(record)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, failed(done, done.stderr + done.stdout)
+    results = json.loads((record / "results.json").read_text())
+    assert results["errors"] == [] and results["skipped"] == [], results["errors"]
+    one, two = (results["items"][f"throughput/1.3b@64x64/n{n}"] for n in (1, 2))
+    assert one["cells"] == one["rows"] == two["cells"] == two["rows"] == 4 and two["gpus"] == 2
+    assert len(two["ranks"]) == 2 and all(rank["rendered"] > 0 for rank in two["ranks"])  # both ranks worked
+    assert two["cells_compared"] == 4 and two["max_pixel_diff"] <= 1 and two["speedup"] > 0
+    pair = results["items"]["pair/1.3b@64x64"]
+    assert pair["devices"] == ["cpu", "cpu"] and pair["max_pixel_diff"] <= 1
+    assert min(pair["one_s"], pair["pair_one_device_s"], pair["median_s"]) > 0
+    text = (record / "RESULTS.md").read_text()
+    assert "| 1.3b@64x64 | 2 | 4 |" in text and "the pair over two GPUs <= 1.1x one image (1.3b@64x64)" in text
+    facts = json.loads((record / "record.json").read_text())
+    assert facts["command"] == f"python -m benchmarks.multi_gpu --smoke --models 1.3b --record {record}"
+    assert (record / "torchrun-1.3b-n2.log").is_file() and "pair/1.3b@64x64 -> " in (record / "run.log").read_text()
