@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wan_t2i.choices import DTYPES, PRESETS, SAMPLER_NOTES, SAMPLERS
+from wan_t2i.sweep_axes import MAX_CELLS, check_axes, parse_axis
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
 DEFAULT_OUTPUT = Path("outputs") / "output.png"  # outputs/ is git-ignored: renders stay out of the working tree
@@ -23,6 +24,7 @@ LIBRARY_TO_FLAGS = {
     "model_path": "--model_path",
     "teacher_path": "--teacher_path",
     "with_teacher=True": "--with_teacher",
+    "max_cells": "--max_cells",
 }
 
 
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "timesteps (lists separated by ';'); writes a labelled grid at --output_path, one PNG per cell, sweep.json "
         "and sweep.csv",
     )
-    explore.add_argument("--max_cells", type=int, default=64, help="refuse sweeps of more cells (default: 64)")
+    explore.add_argument(
+        "--max_cells", type=int, default=MAX_CELLS, help=f"refuse sweeps of more cells (default: {MAX_CELLS})"
+    )
     explore.add_argument(
         "--preview_every",
         type=int,
@@ -187,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_path = output_path.with_suffix(".png")
     try:
         check_writable(output_path)  # before the model loads and renders, not after
+        axes = sweep_axes(args.sweep, args.max_cells) if args.sweep else None  # so is the sweep
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {in_flags(str(error))}", file=sys.stderr)
         return 2
     if args.sweep and (args.compare or args.compare_teacher or args.preview_every):
         print(
@@ -239,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         notice = vocabulary_notice(pipe, request.prompt)
         if notice:
             print(notice)
-        if args.sweep:
-            return run_sweep(pipe, request, args, output_path)
+        if axes is not None:
+            return run_sweep(pipe, request, axes, args.max_cells, output_path)
         with tqdm(total=request.steps, desc="denoising " + " + ".join(samplers), unit="step") as bar:
             generation = pipe.generate(
                 request,
@@ -277,25 +282,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_sweep(pipe, request, args: argparse.Namespace, output_path: Path) -> int:
-    """--sweep: every cell rendered through the one loop, then the grid, the cells' PNGs, sweep.json and sweep.csv."""
-    from tqdm.auto import tqdm
-
-    from wan_t2i.sweep import parse_axis
-
+def sweep_axes(texts: Sequence[str], max_cells: int) -> dict[str, list]:
+    """The --sweep flags as axes, checked (values, combinations, the cell count) before the model loads."""
     axes: dict[str, list] = {}
-    for text in args.sweep:
+    for text in texts:
         name, values = parse_axis(text)
         if name in axes:
             raise ValueError(f"--sweep {name} is given twice: put all its values in one, --sweep {name}=V1,V2,...")
         axes[name] = values
-    with tqdm(desc="sweep", unit="step") as bar:
+    check_axes(axes, max_cells)
+    return axes
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
 
-        sweep = pipe.sweep(request, axes, max_cells=args.max_cells, progress=progress)
+def run_sweep(pipe, request, axes: dict[str, list], max_cells: int, output_path: Path) -> int:
+    """--sweep: every cell rendered through the one loop, then the grid, the cells' PNGs, sweep.json and sweep.csv."""
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def on_progress(status) -> None:
+        nonlocal bar
+        if bar is None:  # made at the first step, once the sweep is planned and its total known
+            bar = tqdm(total=status.total, desc="sweep", unit="step")
+        bar.set_description_str(f"sweep: {status}", refresh=False)  # cells 5-6/6 · step 12/20
+        bar.update(status.done - bar.n)
+
+    try:
+        sweep = pipe.sweep(request, axes, max_cells=max_cells, on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
     written = sweep.write(output_path)
     print(f"model: {pipe.defaults.name} on {pipe.device}; seed {sweep.request.seed}; {len(sweep.cells)} cells")
     for cell, path in zip(sweep.cells, [p for k, p in written.items() if k.startswith("cell ")], strict=True):

@@ -54,9 +54,9 @@ def cell_id(prompt_index: int, cell: Any) -> str:
     settings), so that a rerun with other settings into the same folder renders anew instead of skipping."""
     from dataclasses import asdict
 
-    from wan_t2i.sweep import _slug
+    from wan_t2i.sweep_axes import slug
 
-    text = "_".join(f"{k}-{_slug(v)}" for k, v in cell.values.items())
+    text = "_".join(f"{k}-{slug(v)}" for k, v in cell.values.items())
     digest = hashlib.sha1(json.dumps(asdict(cell.request), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"p{prompt_index:04d}_{text}"[:160] + f"_{digest}"
 
@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
-        from wan_t2i.sweep import parse_axis
+        from wan_t2i.sweep_axes import parse_axis
 
         axes = dict(parse_axis(text) for text in args.sweep)
         if "seed" in axes:

@@ -6,7 +6,8 @@
 Every cell with the same seed starts from the same noise and the same text encoding, and equals the single run with
 its settings up to batching (tests/test_sweep.py: within 1/255 per pixel). Cells that take the same number of steps
 run in lock-step through the pipeline's one denoising loop, batched up to a row budget; the others run as further
-groups. The grid labels its rows and columns with the axes' values and captions each cell with its verdict.
+groups. The grid labels its rows and columns with the axes' values and captions each cell with its verdict
+(`wan_t2i.sweep_grid` draws it); the axes are parsed and checked by `wan_t2i.sweep_axes`, which needs no torch.
 """
 
 from __future__ import annotations
@@ -17,26 +18,27 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from wan_t2i.diagnostics import HEALTHY_STD_RATIO, Diagnostics
 from wan_t2i.images import save_png, with_parameters
 from wan_t2i.request import MAX_SEED, GenerationRequest
+from wan_t2i.sweep_axes import AXES as AXES  # re-exported: wan_t2i.sweep is where callers find a sweep's pieces
+from wan_t2i.sweep_axes import MAX_CELLS, as_text, cell_fields, check_axes, slug
+from wan_t2i.sweep_axes import parse_axis as parse_axis
+from wan_t2i.sweep_grid import GridLayout, draw_grid
 
 if TYPE_CHECKING:
     from wan_t2i.pipeline import Progress, WanT2IPipeline
 
-AXES = ("sampler", "shift", "steps", "guidance", "seed", "model", "timesteps")
-MAX_CELLS = 64  # a sweep past this is refused: each cell is a whole render
 CPU_ROWS = 8  # transformer rows per forward on a CPU, where larger batches stop paying
 GPU_MEMORY_SHARE = 0.5  # of the free GPU memory, what a sweep's batch may plan its activations for
-GOOD, BAD = (22, 163, 74), (220, 38, 38)  # cell edges: green where the VAE can decode the latents, red where not
 
 
 @dataclass
@@ -56,16 +58,21 @@ class SweepCell:
         d = self.diagnostics
         return d is not None and math.isfinite(d.std_ratio) and low <= d.std_ratio <= high and abs(d.final_mean) <= 0.5
 
+    @property
+    def verdict_word(self) -> str:
+        return "ok" if self.healthy else "garbage"
+
     def row(self) -> dict[str, Any]:
-        """The cell as a flat table row: every parameter, the final latent statistics, the verdict, the time."""
+        """The cell as a flat table row: every parameter (as its PNG stores them), the final latent statistics, the
+        verdict, the time."""
         d = self.diagnostics
         return {
-            **{f"axis_{k}": _text(v) for k, v in self.values.items()},
-            **{k: _text(v) for k, v in self.parameters.items() if k != "negative_prompt"},
+            **{f"axis_{k}": as_text(v) for k, v in self.values.items()},
+            **{k: as_text(v) for k, v in self.parameters.items()},
             "final_mean": d.final_mean,
             "final_std": d.final_std,
             "std_ratio": d.std_ratio,
-            "verdict_word": "ok" if self.healthy else "garbage",
+            "verdict_word": self.verdict_word,
             "verdict": d.verdict,
             "seconds": self.seconds,
             "handover_step": d.expert_handover,  # two-expert models: the first step on the low-noise expert
@@ -85,45 +92,30 @@ class Sweep:
 
     def parameters(self) -> dict[str, Any]:
         """What the grid PNG stores: the base request and the axes."""
-        base = {k: _text(v) for k, v in self.request.__dict__.items()}
-        return {"sweep": {k: [_text(v) for v in vs] for k, vs in self.axes.items()}, "request": base}
+        base = {k: as_text(v) for k, v in self.request.__dict__.items()}
+        return {"sweep": {k: [as_text(v) for v in vs] for k, vs in self.axes.items()}, "request": base}
+
+    def labels(self) -> tuple[list[str], list[str], list[str]]:
+        """The grid's texts: a label per column (the last axis), per row (the others), a caption per cell."""
+        *down, across = self.axes
+        columns = [f"{across} = {as_text(v)}" for v in self.axes[across]]
+        rows = [
+            "\n".join(f"{n} = {as_text(v)}" for n, v in zip(down, values, strict=True))
+            for values in itertools.product(*(self.axes[n] for n in down))
+        ]
+        captions = [f"{cell.verdict_word} · std {cell.diagnostics.std_ratio:.2g}x" for cell in self.cells]
+        return columns, rows, captions
+
+    def layout(self, cell_size: int | None = None) -> GridLayout:
+        """Where `grid` draws, for cells shown `cell_size` pixels square (default: the cells' own size)."""
+        image = (cell_size, cell_size) if cell_size else self.cells[0].image.size
+        return GridLayout.fit(image, *self.labels())
 
     def grid(self, *, cell_size: int | None = None) -> Image.Image:
-        """Labelled rows (every axis but the last) and columns (the last axis), each cell captioned and edged."""
-        names = list(self.axes)
-        columns = self.axes[names[-1]]
-        rows = list(itertools.product(*(self.axes[n] for n in names[:-1]))) or [()]
-        first = self.cells[0].image
-        width, height = (cell_size, cell_size) if cell_size else first.size
-        font = ImageFont.load_default(size=max(11, width // 18))
-        edge, caption, head, side = 4, max(16, height // 10), max(20, height // 8), max(110, width // 2)
-        sheet = Image.new(
-            "RGB", (side + len(columns) * (width + 2 * edge), head + len(rows) * (height + caption + 2 * edge)), "white"
-        )
-        draw = ImageDraw.Draw(sheet)
-        for c, value in enumerate(columns):
-            x = side + c * (width + 2 * edge) + edge
-            draw.text(
-                (x + width // 2, head // 2), f"{names[-1]} = {_text(value)}", fill="black", font=font, anchor="mm"
-            )
-        for r, values in enumerate(rows):
-            y = head + r * (height + caption + 2 * edge)
-            label = "\n".join(f"{n} = {_text(v)}" for n, v in zip(names[:-1], values, strict=True))
-            draw.multiline_text((6, y + height // 2), label, fill="black", font=font, anchor="lm")
-            for c in range(len(columns)):
-                cell = self.cells[r * len(columns) + c]
-                x = side + c * (width + 2 * edge)
-                draw.rectangle(
-                    (x, y, x + width + 2 * edge - 1, y + height + 2 * edge - 1), fill=GOOD if cell.healthy else BAD
-                )
-                sheet.paste(cell.image.resize((width, height)), (x + edge, y + edge))
-                word = "ok" if cell.healthy else "garbage"
-                draw.text(
-                    (x + edge, y + height + 2 * edge),
-                    f"{word} · std {cell.diagnostics.std_ratio:.2g}x",
-                    fill="black",
-                    font=font,
-                )
+        """Labelled rows (every axis but the last) and columns (the last axis), each cell framed green (ok) or red
+        (garbage) by its verdict and captioned with it and its final latent std ratio; carries `parameters()`."""
+        images = [cell.image for cell in self.cells]
+        sheet = draw_grid(self.layout(cell_size), images, [cell.healthy for cell in self.cells], *self.labels())
         return with_parameters(sheet, self.parameters())
 
     def rows(self) -> list[dict[str, Any]]:
@@ -135,7 +127,7 @@ class Sweep:
         folder = grid_path.parent
         written = {"grid": save_png(self.grid(), grid_path, self.parameters())}
         for i, cell in enumerate(self.cells):
-            name = "_".join(f"{k}-{_slug(v)}" for k, v in cell.values.items())
+            name = "_".join(f"{k}-{slug(v)}" for k, v in cell.values.items())
             written[f"cell {i}"] = save_png(
                 cell.image, folder / f"{grid_path.stem}_{i:02d}_{name}.png", cell.parameters
             )
@@ -151,73 +143,34 @@ class Sweep:
         return written
 
 
-def parse_axis(text: str) -> tuple[str, list]:
-    """`"shift=3,5,7"` -> ("shift", [3.0, 5.0, 7.0]); timesteps lists are separated by ';' (`"timesteps=1000,500;999"`).
+@dataclass(frozen=True)
+class SweepProgress:
+    """Where a sweep stands after a step of its loop: over all its groups, and in the group running."""
 
-    Raises ValueError naming the axis and what it takes.
-    """
-    name, sep, values = text.partition("=")
-    name = name.strip()
-    if not sep or name not in AXES:
-        raise ValueError(f"a sweep axis is NAME=V1,V2,...; NAME one of {', '.join(AXES)}, got {text!r}")
-    parts = [v.strip() for v in values.split(";" if name == "timesteps" else ",") if v.strip()]
-    if not parts:
-        raise ValueError(f"sweep axis {name} has no values, got {text!r}")
-    convert = {"shift": float, "guidance": float, "steps": int, "seed": int}.get(name, str)
-    try:
-        if name == "timesteps":
-            return name, [tuple(int(t) for t in part.split(",")) for part in parts]
-        return name, [convert(v) for v in parts]
-    except ValueError:
-        kind = "integers" if convert is int or name == "timesteps" else "numbers"
-        raise ValueError(f"sweep axis {name} takes {kind}, got {text!r}") from None
+    done: int  # steps run over every group
+    total: int  # every group's steps (a group's loop runs as many as its longest grid)
+    cells_done: int  # cells of the groups finished
+    cells: int
+    group_cells: int  # cells running in the group
+    step: int  # the group's step, from 1
+    steps: int  # the group's steps
+
+    def __str__(self) -> str:
+        """`cells 5-6/6 · step 12/20`."""
+        first, last = self.cells_done + 1, self.cells_done + self.group_cells
+        running = f"cell {first}" if first == last else f"cells {first}-{last}"
+        return f"{running}/{self.cells} · step {self.step}/{self.steps}"
 
 
 def make_cells(request: GenerationRequest, axes: dict[str, Sequence], *, max_cells: int = MAX_CELLS) -> list[SweepCell]:
     """Every combination of the axes' values (the last axis fastest), each as a validated single-branch request."""
-    for name, values in axes.items():
-        if name not in AXES:
-            raise ValueError(f"unknown sweep axis {name!r}; choose from {', '.join(AXES)}")
-        if not values:
-            raise ValueError(f"sweep axis {name} has no values")
-        if len(set(map(_text, values))) != len(values):
-            raise ValueError(f"sweep axis {name} repeats a value: {list(values)}")
-    count = math.prod(len(v) for v in axes.values())
-    if count > max_cells:
-        raise ValueError(f"the sweep has {count} cells; the limit is {max_cells} (max_cells): drop values or axes")
+    check_axes(axes, max_cells, timesteps=request.timesteps)
     base = request.branch(0)
     cells = []
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination, strict=True))
-        cells.append(SweepCell(values, replace(base, **_fields(values))))
+        cells.append(SweepCell(values, replace(base, **cell_fields(values))))
     return cells
-
-
-def _fields(values: dict[str, Any]) -> dict[str, Any]:
-    """GenerationRequest fields for a cell's axis values."""
-    fields: dict[str, Any] = {}
-    for name, value in values.items():
-        if name == "sampler":
-            fields["samplers"] = (value,)
-        elif name == "model":
-            fields["models"] = (value,)
-        elif name == "guidance":
-            fields["guidance_scale"] = fields["guidance_scale_2"] = value
-        else:
-            fields[name] = value
-    return fields
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return ",".join(map(str, value))
-    if isinstance(value, float) and value.is_integer():
-        return int(value) if abs(value) < 1e15 else value
-    return value
-
-
-def _slug(value: Any) -> str:
-    return "".join(ch if ch.isalnum() or ch in ".-" else "-" for ch in str(_text(value)))[:40]
 
 
 def _finite(value: Any) -> Any:
@@ -275,17 +228,21 @@ def run_sweep(
     max_cells: int = MAX_CELLS,
     max_rows: int | None = None,
     progress: Progress | None = None,
+    on_progress: Callable[[SweepProgress], None] | None = None,
 ) -> Sweep:
     """Render every cell of `axes` over `request` (its first branch) through the pipeline's one denoising loop.
 
     One text encoding serves every cell, one noise tensor every cell of a seed (a request without a seed draws one
     for all). Cells with the same number of steps run in lock-step, `max_rows` transformer rows per forward at most
-    (default: `default_max_rows`); `progress(done, total)` counts steps over all groups.
+    (default: `default_max_rows`). After each step of a group's loop, `progress(done, total)` gets the steps over all
+    groups and `on_progress` a `SweepProgress`, which also says which cells are running.
     """
     if request.seed is None:
         request = request.with_seed(secrets.randbelow(MAX_SEED + 1))
     sweep = Sweep(request, {k: list(v) for k, v in axes.items()}, make_cells(request, axes, max_cells=max_cells))
-    sweep.forwards, sweep.timings = render_cells(pipe, sweep.cells, max_rows=max_rows, progress=progress)
+    sweep.forwards, sweep.timings = render_cells(
+        pipe, sweep.cells, max_rows=max_rows, progress=progress, on_progress=on_progress
+    )
     sweep.cell_forwards = sum(cell_forwards(cell.request) for cell in sweep.cells)
     return sweep
 
@@ -296,9 +253,11 @@ def render_cells(
     *,
     max_rows: int | None = None,
     progress: Progress | None = None,
+    on_progress: Callable[[SweepProgress], None] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """Render `cells` (single-branch requests of one prompt and negative prompt) in place: image, diagnostics,
-    parameters, seconds. Returns the transformer forwards made and the timings (encode, total)."""
+    parameters, seconds; `progress` and `on_progress` as for `run_sweep`. Returns the transformer forwards made and the
+    timings (encode, total)."""
     if not cells:
         return 0, {}
     first = cells[0].request
@@ -319,12 +278,15 @@ def render_cells(
     encoded = time.perf_counter()
 
     counter = ForwardCounter(pipe)
-    total = sum(max(c.request.steps for c in group) for group in groups)
-    done = 0
+    total = sum(max(loop_steps(c.request) for c in group) for group in groups)  # each group's loop runs its longest
+    done = cells_done = 0  # over the groups finished
+    group: list[SweepCell] = []  # the group running
 
-    def grouped_progress(i: int, _steps: int) -> None:
+    def grouped_progress(i: int, steps: int) -> None:
         if progress is not None:
             progress(done + i, total)
+        if on_progress is not None:
+            on_progress(SweepProgress(done + i, total, cells_done, len(cells), len(group), i, steps))
 
     base_guidance = (first.guidance_scale, first.guidance_scale_2)
     with counter, torch.inference_mode():
@@ -341,7 +303,8 @@ def render_cells(
                 diag.expert_handover = _handover(pipe, cell.request, diag)
                 cell.parameters = cell.request.to_parameters(pipe.defaults.name)
                 cell.image, cell.diagnostics, cell.seconds = with_parameters(image, cell.parameters), diag, share
-            done += max(c.request.steps for c in group)
+            done += max(loop_steps(c.request) for c in group)
+            cells_done += len(group)
     return counter.calls, {"encode": encoded - start, "total": time.perf_counter() - start}
 
 
@@ -363,10 +326,19 @@ def cell_branch(request: GenerationRequest, noise: torch.Tensor, generator: torc
 
 def cell_forwards(request: GenerationRequest) -> int:
     """Transformer forwards of the cell rendered alone: one per step whose prediction its sampler uses."""
+    solver = _solver(request)
+    return sum(solver.uses_prediction(i) for i in range(len(solver.timesteps)))
+
+
+def loop_steps(request: GenerationRequest) -> int:
+    """The steps the denoising loop runs for a single-branch request: its grid's, from explicit timesteps or steps."""
+    return len(_solver(request).timesteps)
+
+
+def _solver(request: GenerationRequest) -> Any:
     from wan_t2i.samplers import make_solver
 
-    solver = make_solver(request.samplers[0], request.steps, request.shift, request.timesteps or None)
-    return sum(solver.uses_prediction(i) for i in range(len(solver.timesteps)))
+    return make_solver(request.samplers[0], request.steps, request.shift, request.timesteps or None)
 
 
 def _handover(pipe: WanT2IPipeline, request: GenerationRequest, diag: Diagnostics) -> int | None:
