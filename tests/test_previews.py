@@ -1,5 +1,7 @@
 """Step previews: the least-squares latent -> RGB map, the demo bundle's own map against its VAE, filmstrips."""
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -113,3 +115,33 @@ def test_every_m_steps_a_preview_is_the_full_decode(demo_pipe):
     assert np.abs(np.asarray(cheap, dtype=np.int16) - final).mean() > 5  # the cheap map is only an approximation
     with pytest.raises(ValueError, match="preview_decode_every needs preview_every"):
         demo_pipe.generate(request, preview_decode_every=2)
+
+
+def test_a_run_without_previews_computes_none(tiny_pipe, monkeypatch):
+    """No preview_every: no recorder, no latent -> RGB map, no decode but the final images'. With it, exactly the
+    previews asked for (the real map and VAE run; they are only counted)."""
+    import wan_t2i.pipeline as pipeline
+
+    calls = Counter()
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pipeline, "Previews", counted("recorder", pipeline.Previews))
+    monkeypatch.setattr(LatentRGB, "__call__", counted("map", LatentRGB.__call__))
+    monkeypatch.setattr(tiny_pipe, "preview_map", counted("preview_map", tiny_pipe.preview_map))
+    monkeypatch.setattr(tiny_pipe, "decode", counted("decode", tiny_pipe.decode))
+    request = tiny_pipe.request("a lake", samplers=["legacy_ddim", "flow_unipc"], seed=1, steps=4)
+    tiny_pipe.generate(request, progress=lambda i, n: None)
+    assert calls == {"decode": 1}  # both final images, in one decode
+    calls.clear()
+    tiny_pipe.sweep(request, {"shift": [3.0, 5.0]})
+    assert calls == {"decode": 1}  # a sweep's one group: its images only
+    calls.clear()
+    tiny_pipe.generate(request, preview_every=2, preview_decode_every=4)
+    # step 2 by the map (both branches in one call), step 4 by the VAE, then the final images
+    assert calls == {"recorder": 1, "preview_map": 1, "map": 1, "decode": 2}
