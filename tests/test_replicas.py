@@ -54,6 +54,7 @@ def pixel_difference(a, b) -> int:
     return int(np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max())
 
 
+@pytest.mark.slow  # four renders: 6-14 s on 2 busy cores
 def test_a_pair_split_over_two_devices_equals_the_one_device_pair(split_pipe, tiny_pipe):
     request = tiny_pipe.request("a serene lake at sunset", samplers=PAIR, seed=7)
     assert request.guided and request.steps == 4
@@ -88,6 +89,7 @@ def test_a_single_branch_stays_on_the_first_device(split_pipe, tiny_pipe):
     assert pixel_difference(generation.images["flow_unipc"], tiny_pipe.generate(request).images["flow_unipc"]) == 0
 
 
+@pytest.mark.slow  # two sweeps of four cells: 2-5 s on 2 busy cores
 def test_a_sweep_splits_its_cells_over_the_devices(split_pipe, tiny_pipe):
     axes = {"sampler": PAIR, "seed": [1, 2]}
     with Forwards(students(split_pipe)) as split:
