@@ -48,6 +48,7 @@ def test_both_losses_fall(log: dict) -> None:
     assert student[-10:].mean() < 0.9 * student[:10].mean()
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_bundle_is_complete_and_small(bundle: Path, log: dict) -> None:
     expected = [
         "model_index.json",
@@ -80,6 +81,7 @@ def test_bundle_is_complete_and_small(bundle: Path, log: dict) -> None:
     assert "landscapes" in defaults["vocabulary_note"]
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_stock_wan_pipeline_loads_and_generates(pipe: WanPipeline) -> None:
     assert isinstance(pipe.transformer, WanTransformer3DModel) and pipe.transformer.dtype == torch.float32
     assert isinstance(pipe.vae, AutoencoderKLWan) and pipe.vae.config.z_dim == 16
@@ -108,6 +110,7 @@ def test_stock_wan_pipeline_loads_and_generates(pipe: WanPipeline) -> None:
     assert frames.shape == (1, 1, size, size, 3) and np.isfinite(frames).all()
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_latent_statistics_match_training_data(pipe: WanPipeline) -> None:
     """The saved VAE still gives latents with the stored mean and std: it was frozen after they were measured."""
     images, _ = render_dataset(TINY_RECIPE.num_scenes, TINY.image_size, SEED)
@@ -118,6 +121,7 @@ def test_latent_statistics_match_training_data(pipe: WanPipeline) -> None:
     assert (std > 0.01).all()
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_text_encoder_is_its_frozen_initialisation(pipe: WanPipeline) -> None:
     fresh = build_text_encoder(TINY.text_encoder, len(pipe.tokenizer), SEED).state_dict()
     saved = pipe.text_encoder.state_dict()
@@ -126,6 +130,7 @@ def test_text_encoder_is_its_frozen_initialisation(pipe: WanPipeline) -> None:
         assert torch.equal(tensor, saved[name]), name
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_training_text_encoding_matches_wan_pipeline(pipe: WanPipeline) -> None:
     prompts = ["A serene lake at sunset.", "", "Green hills and a grassy meadow at noon, under a cloudy sky."]
     with torch.no_grad():
@@ -136,6 +141,7 @@ def test_training_text_encoding_matches_wan_pipeline(pipe: WanPipeline) -> None:
     assert ours[1, 1:].abs().max() == 0  # "" is one </s> token, then zeros
 
 
+@pytest.mark.slow  # the module's `bundle` fixture trains the tiny model first: over 10 s on 2 cores
 def test_model_card(bundle: Path, log: dict, tmp_path: Path) -> None:
     card = (bundle / "README.md").read_text()
     for needle in ("## Recipe", "WanTransformer3DModel", "![training curves](training_curves.png)", "## Vocabulary"):
