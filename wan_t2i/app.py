@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wan_t2i.app_args import KEEP_OUTPUTS_SECONDS, load_pipeline, parse_args
+from wan_t2i.app_args import KEEP_OUTPUTS_SECONDS, load_pipeline, parse_args, pipeline_options
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from wan_t2i.pipeline import WanT2IPipeline
     from wan_t2i.request import Limits
 
-__all__ = ["build", "create_demo", "main", "parse_args"]
+__all__ = ["build", "create_demo", "load_pipeline", "main", "parse_args"]
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away with "queue full" rather than waiting minutes
 CACHE_CLEANUP_SECONDS = 600  # how often served images past their age are deleted (docs/reliability.md)
 HERO = "# Why the sampler must match the model\nSame model, same seed, two samplers: one of them cannot work."
@@ -54,6 +54,7 @@ def create_demo(
     render_on_load: bool = False,
     limits: Limits | None = None,
     keep_outputs_seconds: int = KEEP_OUTPUTS_SECONDS,
+    warm_up: bool = False,
 ) -> gr.Blocks:
     """The whole UI and its API endpoints (`/generate`, `/compare`, `/sweep`, `/diagnose`) around one pipeline.
 
@@ -61,8 +62,9 @@ def create_demo(
     and a lesson shows at once, with no render in the shared queue; meant for small models (the embedded demo model:
     a few seconds on a CPU). Without it a lesson renders on its first click and is kept from then on. `limits` are
     the public limits of each request (default: the model's, `Limits.for_model`); `keep_outputs_seconds` how long
-    served images stay on disk. `demo.launch_args` holds what `launch` needs to guard the server (body and upload
-    limits): `demo.launch(**demo.launch_args)`.
+    served images stay on disk. `warm_up` renders a two-step pair first, through the GPU, so that what compiles
+    lazily (`--compile_cache`) compiles at start-up rather than in a visitor's request. `demo.launch_args` holds
+    what `launch` needs to guard the server (body and upload limits): `demo.launch(**demo.launch_args)`.
     """
     import gradio as gr  # the layout's imports, here rather than at the top: see the module's docstring
 
@@ -75,6 +77,8 @@ def create_demo(
     from wan_t2i.vocabulary import ignored_words
 
     handler = Handler(pipe, limits)
+    if warm_up:
+        handler.warm_up()
 
     def ignored(prompt: str) -> str:
         words = ignored_words(pipe.components.tokenizer, prompt) if isinstance(prompt, str) and prompt else []
@@ -117,10 +121,12 @@ def create_demo(
 def build(argv: Sequence[str] | None = None) -> gr.Blocks:
     """Parse the flags, load the pipeline once and create the demo around it; exits with a message on bad flags."""
     args = parse_args(argv)
+    from wan_t2i.pipeline import WanT2IPipeline
     from wan_t2i.request import Limits
 
     try:
-        pipe = load_pipeline(args)
+        options = pipeline_options(args)
+        pipe = WanT2IPipeline.from_pretrained(args.model_path, args.teacher_path, **options)
         limits = Limits.for_model(pipe.defaults, max_work=args.max_work, max_seconds=args.max_render_seconds)
     except ValueError as error:  # ModelLoadError (a path, device or dtype), or settings that do not fit
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
@@ -131,6 +137,7 @@ def build(argv: Sequence[str] | None = None) -> gr.Blocks:
         render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded),
         limits=limits,
         keep_outputs_seconds=args.keep_outputs_seconds,
+        warm_up=options.get("compile_cache") is not None,
     )
     demo.launch_args |= dict(server_name=args.server_name, server_port=args.server_port)
     return demo

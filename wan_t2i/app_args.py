@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wan_t2i.choices import DTYPES, PRESETS
@@ -14,13 +15,15 @@ if TYPE_CHECKING:
     from wan_t2i.pipeline import WanT2IPipeline
 
 KEEP_OUTPUTS_SECONDS = 3600  # served images are deleted once this old (docs/reliability.md)
+SPACE_COMPILE_CACHE = "/data/wan-t2i-compiled"  # a Space's persistent storage, where it has some: kept across restarts
 
 
 ENVIRONMENT = """\
 Each flag defaults to an environment variable (a Space sets them under Settings -> Variables):
   WAN_T2I_MODEL_PATH, WAN_T2I_TEACHER_PATH, WAN_T2I_DEVICE, WAN_T2I_DTYPE, WAN_T2I_WITH_TEACHER (1/true/yes),
-  WAN_T2I_PERFORMANCE, WAN_T2I_GPU_MEMORY_GB, WAN_T2I_RENDER_ON_LOAD, WAN_T2I_MAX_WORK,
-  WAN_T2I_MAX_RENDER_SECONDS, WAN_T2I_KEEP_OUTPUTS_SECONDS; Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
+  WAN_T2I_PERFORMANCE, WAN_T2I_GPU_MEMORY_GB, WAN_T2I_COMPILE_CACHE, WAN_T2I_DEVICES, WAN_T2I_RENDER_ON_LOAD,
+  WAN_T2I_MAX_WORK, WAN_T2I_MAX_RENDER_SECONDS, WAN_T2I_KEEP_OUTPUTS_SECONDS; Gradio's own GRADIO_SERVER_NAME and
+  GRADIO_SERVER_PORT.
   With none set, the embedded demo model is served.
 """
 
@@ -60,6 +63,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=PRESETS,
         default=env("WAN_T2I_PERFORMANCE", "default"),
         help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see docs/performance.md",
+    )
+    parser.add_argument(
+        "--compile_cache",
+        default=env("WAN_T2I_COMPILE_CACHE"),
+        help="a folder: run the transformers ahead-of-time compiled, built once (at start-up, minutes) and loaded by "
+        "every later start; on a ZeroGPU Space, fastest uses one by default (docs/performance.md)",
+    )
+    parser.add_argument(
+        "--devices",
+        default=env("WAN_T2I_DEVICES"),
+        help="several devices, e.g. cuda:0,cuda:1: the transformers copied onto each, a pair's samplers split over "
+        "them (docs/multi-gpu.md); instead of --device",
     )
     parser.add_argument(
         "--gpu_memory_gb",
@@ -108,12 +123,26 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
     """Build the pipeline once, from the parsed flags."""
     from wan_t2i.pipeline import WanT2IPipeline
 
-    return WanT2IPipeline.from_pretrained(
-        args.model_path,
-        args.teacher_path,
-        device=args.device,
-        dtype=args.dtype,
-        with_teacher=args.with_teacher,
-        performance=args.performance,
-        gpu_memory_gb=args.gpu_memory_gb,
-    )
+    return WanT2IPipeline.from_pretrained(args.model_path, args.teacher_path, **pipeline_options(args))
+
+
+def pipeline_options(args: argparse.Namespace) -> dict:
+    """`from_pretrained`'s keyword arguments for the flags. On a ZeroGPU Space, which runs no `torch.compile`, a
+    compiling preset compiles ahead of time instead (into `--compile_cache`, default `SPACE_COMPILE_CACHE`)."""
+    from wan_t2i import zerogpu
+
+    options = dict(
+        device=args.device, dtype=args.dtype, with_teacher=args.with_teacher, performance=args.performance,
+        gpu_memory_gb=args.gpu_memory_gb, compile_cache=args.compile_cache,
+    )  # fmt: skip
+    if args.devices:
+        if args.device:
+            raise ValueError("give --device or --devices, not both: the model loads on the first of --devices")
+        options["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
+        del options["device"]
+    if zerogpu.on_zerogpu():
+        if args.performance == "fp8":
+            raise ValueError("the fp8 preset compiles with torch.compile, which ZeroGPU does not run: use fastest")
+        if args.performance == "fastest" and args.compile_cache is None:
+            options["compile_cache"] = SPACE_COMPILE_CACHE if Path("/data").is_dir() else zerogpu.local_compile_cache()
+    return options

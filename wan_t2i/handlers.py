@@ -58,7 +58,7 @@ class RenderStopped(Exception):
 class Job:
     """What one event asks of the GPU, whole and picklable (ZeroGPU sends it to its worker process)."""
 
-    kind: str  # "generate", "sweep" or "diagnose"
+    kind: str  # "generate", "sweep", "diagnose" or "warmup"
     request: GenerationRequest | None = None  # generate and sweep: the request (a sweep's base settings)
     axes: dict[str, list] | None = None  # sweep: axis -> values
     max_cells: int | None = None  # sweep: the app's cell limit
@@ -189,6 +189,12 @@ class Handler:
         self.limits.check(request)
         return request
 
+    def warm_up(self) -> Any:
+        """Render a two-step pair at the model's default size through the GPU side, as a first visitor's request
+        would: what compiles lazily (packages of `wan_t2i.aot`) compiles now, at start-up, in the GPU's process."""
+        request = self.pipe.request("a lake at sunset", samplers=self.pair, steps=2, seed=0)
+        return self._run(Render(Job("warmup", request=request), float("inf")), None)
+
     def generate_job(self, values: dict[str, Any], previews: bool = False) -> Job:
         return Job("generate", request=self.request(values), previews=previews)
 
@@ -312,7 +318,7 @@ class Handler:
             from wan_t2i.doctor.diagnose import diagnose  # the module: the package attribute is the module
 
             return diagnose(pipe=pipe, with_teacher=pipe.components.has_teacher)
-        if not job.previews:
+        if job.kind == "warmup" or not job.previews:
             return pipe.generate(job.request, progress=step)
         diagnostics: dict = {}
 
@@ -329,7 +335,8 @@ class Handler:
 
 @contextlib.contextmanager
 def stop_forwards(pipe: WanT2IPipeline, stopping: threading.Event) -> Iterator[None]:
-    """While inside: every transformer forward of `pipe` raises RenderStopped once `stopping` is set."""
+    """While inside: every transformer forward of `pipe`, on every device, raises RenderStopped once `stopping` is
+    set."""
 
     def check(module: torch.nn.Module, args: Any) -> None:
         if stopping.is_set():
@@ -337,7 +344,9 @@ def stop_forwards(pipe: WanT2IPipeline, stopping: threading.Event) -> Iterator[N
 
     c = pipe.components
     models = [c.transformer, c.transformer_2, c.teacher_transformer, c.teacher_transformer_2]
-    hooks = [model.register_forward_pre_hook(check) for model in models if model is not None]
+    for replica in pipe.replicas[1:]:  # copies on further devices (wan_t2i.replicas): each stops at its own forward
+        models += [m for experts in replica.experts.values() for m in (experts.high, experts.low)]
+    hooks = [model.register_forward_pre_hook(check) for model in dict.fromkeys(models) if model is not None]
     try:
         yield
     finally:

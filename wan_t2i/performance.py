@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from wan_t2i.aot import compile_ahead, uncompile_ahead
 from wan_t2i.loading import WanComponents
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,20 @@ class PerformanceSettings:
     low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
     resident_gb: float = 0.0  # with low_memory: GB of transformer blocks kept on the GPU instead, split between them
     fp8: bool = False  # torchao float8 dynamic quantisation (per-row scales) of the blocks' linear layers; no undo
+    # A folder: run the transformers ahead-of-time compiled (wan_t2i.aot), each input shape's package built once and
+    # loaded from here by every later start; in place of `compile`, which traces anew at every start.
+    compile_cache: str | None = None
 
     def __post_init__(self):
         if self.compile and self.low_memory:
             raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
         if self.fp8 and self.low_memory:
             raise ValueError("fp8 and low_memory cannot be combined: low_memory streams the bf16 layers as loaded")
+        if self.compile_cache is not None and (self.low_memory or self.fp8):
+            raise ValueError(
+                "compile_cache cannot be combined with low_memory or fp8: its packages run the layers as loaded, "
+                "on one device"
+            )
         if not _is_finite_number(self.resident_gb) or self.resident_gb < 0:
             raise ValueError(f"resident_gb must be a number of GB >= 0, got {self.resident_gb!r}")
         if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
@@ -190,7 +199,11 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             quantize_blocks_fp8(transformer)
         elif is_quantized(transformer):
             raise ValueError("this model's blocks are in fp8, which cannot be undone: load it again for other settings")
-        if settings.compile:
+        uncompile_ahead(transformer)
+        if settings.compile_cache is not None:  # ahead of time, in place of tracing: see wan_t2i.aot
+            uncompile_blocks(transformer)
+            compile_ahead(transformer, settings.compile_cache)
+        elif settings.compile:
             compile_blocks(transformer, mode=settings.compile_mode, fullgraph=settings.fullgraph)
         else:
             uncompile_blocks(transformer)

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -127,6 +127,7 @@ class WanT2IPipeline:
         performance: str = "default",
         gpu_memory_gb: float | None = None,
         devices: Sequence[str | torch.device] | None = None,
+        compile_cache: str | None = None,
         **kwargs,
     ) -> WanT2IPipeline:
         """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
@@ -135,7 +136,9 @@ class WanT2IPipeline:
         loaded modules for their device; see docs/performance.md for what each buys. `gpu_memory_gb`, with
         low_memory: the GPU memory it may plan for (default: the whole card). `devices` (instead of `device`), e.g.
         ["cuda:0", "cuda:1"]: load on the first and copy the transformers onto the others, so that the branches of
-        a pair or a sweep run split over them, one thread per device (`wan_t2i.replicas`).
+        a pair or a sweep run split over them, one thread per device (`wan_t2i.replicas`). `compile_cache`, a
+        folder: run the transformers ahead-of-time compiled, each input shape's package built once (minutes) and
+        loaded by every later start in its place (`wan_t2i.aot`), instead of any tracing the preset would do.
         """
         device = kwargs.pop("device", None)
         if devices is not None:
@@ -145,6 +148,8 @@ class WanT2IPipeline:
             device = devices[0]
         device = resolve_device(device)
         settings = preset(performance, device, gpu_memory_gb)
+        if compile_cache is not None:
+            settings = replace(settings, compile=False, compile_cache=str(compile_cache))
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
         apply(components, settings)

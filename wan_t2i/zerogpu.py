@@ -24,6 +24,9 @@ GPU_REFERENCE_PIXELS = 832 * 480
 GPU_MAX_SECONDS = 120  # ZeroGPU refuses longer requests from visitors without a paid plan
 # The doctor on the served model: a VAE round trip, a few dozen forwards at small sizes and a few short samplings.
 DIAGNOSE_SECONDS = 60
+# The warm-up at start-up that compiles the transformers ahead of time (wan_t2i.aot); ZeroGPU's own examples ask for
+# 1500 s to compile a large transformer. A package already on disk loads in a second or two.
+WARMUP_SECONDS = 1500
 
 
 def sampling_seconds(request: GenerationRequest) -> float:
@@ -45,12 +48,29 @@ def job_seconds(job: Job, *_: Any, **__: Any) -> int:
     kind = getattr(job, "kind", None)
     if kind == "diagnose":
         return DIAGNOSE_SECONDS
+    if kind == "warmup":
+        return WARMUP_SECONDS
     if kind == "sweep" and isinstance(job.request, GenerationRequest) and job.axes:
         from wan_t2i.sweep import MAX_CELLS, make_cells
 
         cells = make_cells(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS)
         return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + math.ceil(sum(sampling_seconds(c.request) for c in cells))))
     return gpu_seconds(getattr(job, "request", None))
+
+
+def on_zerogpu() -> bool:
+    """Whether this process is a ZeroGPU Space's server: a Space (SPACE_ID) with the `spaces` package."""
+    import os
+
+    return bool(os.environ.get("SPACE_ID")) and spaces is not None
+
+
+def local_compile_cache() -> str:
+    """Where compiled packages go without persistent storage: the user's cache folder (lost when a Space restarts on
+    a new machine, kept when it restarts on the same one)."""
+    import os
+
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "wan-t2i", "compiled")
 
 
 def on_gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:

@@ -1,0 +1,145 @@
+"""Ahead-of-time compiled transformers (wan_t2i.aot): built once, loaded by the next process without tracing, never
+applied to what they were not built for. On the CPU with the tiny random model (AOTInductor builds C++ here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wan_t2i.aot import fingerprint, key_of
+from wan_t2i.performance import PerformanceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+START = """
+import json, sys
+import torch
+from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.performance import PerformanceSettings, apply
+if sys.argv[3] == "no-tracing":  # a second start must not trace: torch.export would
+    def refuse(*args, **kwargs):
+        raise RuntimeError("traced at a second start")
+    torch.export.export = refuse
+pipe = WanT2IPipeline.from_pretrained(teacher_path=sys.argv[1], device="cpu")
+apply(pipe.components, PerformanceSettings(compile_cache=sys.argv[2]))
+generation = pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
+for label, result in generation.results.items():
+    result.image.save(f"{sys.argv[2]}/{label}-{sys.argv[3]}.png")
+forward = pipe.components.transformer.forward
+print(json.dumps({"built": forward.built, "loaded": forward.loaded}))
+"""
+
+
+def start(teacher: Path, cache: Path, mode: str) -> dict:
+    """A fresh process that loads the model with the compile cache and renders a pair; what it built and loaded."""
+    done = subprocess.run([sys.executable, "-c", START, str(teacher), str(cache), mode], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_fingerprint_changes_with_everything_a_package_depends_on(tiny_pipe) -> None:
+    transformer = tiny_pipe.components.transformer
+    x, context = torch.zeros(2, 16, 1, 4, 6), torch.zeros(2, 512, transformer.config.text_dim)
+    facts = fingerprint(transformer, x, context)
+    assert key_of(facts) == key_of(fingerprint(transformer, x[:1], context[:1]))  # the batch is dynamic
+    variants = [
+        fingerprint(transformer, torch.zeros(2, 16, 1, 6, 4), context),  # another size
+        fingerprint(transformer, x, context[:, :256]),  # another text length
+        facts | {"torch": "2.8.0"},
+        facts | {"device": "cuda NVIDIA RTX PRO 6000 Blackwell sm120"},
+        facts | {"dtype": "torch.bfloat16"},
+        facts | {"config": facts["config"] | {"num_layers": 40}},
+    ]
+    assert len({key_of(v) for v in [facts, *variants]}) == 1 + len(variants)
+
+
+def test_compile_cache_does_not_combine_with_streaming_or_fp8() -> None:
+    with pytest.raises(ValueError, match="compile_cache cannot be combined with low_memory or fp8"):
+        replace(PerformanceSettings(low_memory=True), compile_cache="/tmp/x")
+
+
+@pytest.mark.slow
+def test_a_second_start_loads_the_package_without_tracing_and_a_stale_one_is_rebuilt(
+    tiny_wan_dir: Path, tiny_pipe, tmp_path: Path
+) -> None:
+    """Start 1 builds the package (about a minute on 2 cores); start 2, a new process with torch.export made to fail,
+    loads it and renders the same images as eager; a package whose fingerprint is not the model's is built anew,
+    and one that is damaged too."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert start(tiny_wan_dir, cache, "first") == {"built": 1, "loaded": 0}
+    assert start(tiny_wan_dir, cache, "no-tracing") == {"built": 0, "loaded": 1}
+    eager = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
+    for label, result in eager.results.items():
+        for mode in ("first", "no-tracing"):
+            served = np.asarray(Image.open(cache / f"{label}-{mode}.png"), dtype=np.int16)
+            assert np.abs(served - np.asarray(result.image, dtype=np.int16)).max() <= 1, (label, mode)
+
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    facts = json.loads((folder / "fingerprint.json").read_text())
+    (folder / "fingerprint.json").write_text(json.dumps(facts | {"torch": "another"}))  # built for something else
+    assert start(tiny_wan_dir, cache, "stale") == {"built": 1, "loaded": 0}
+    assert json.loads((folder / "fingerprint.json").read_text()) == facts  # replaced by this model's
+    (folder / "package.pt2").write_bytes((folder / "package.pt2").read_bytes()[:1000])  # truncated
+    assert start(tiny_wan_dir, cache, "damaged") == {"built": 1, "loaded": 0}
+
+
+def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--devices and --compile_cache reach from_pretrained; on a ZeroGPU Space (no torch.compile there) fastest
+    compiles ahead of time into a cache folder by default, and fp8 is refused in one line."""
+    from zerogpu_double import FakeSpaces
+
+    from wan_t2i import zerogpu
+    from wan_t2i.app_args import parse_args, pipeline_options
+
+    for name in ("SPACE_ID", "WAN_T2I_COMPILE_CACHE", "WAN_T2I_DEVICES", "WAN_T2I_PERFORMANCE", "WAN_T2I_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    options = pipeline_options(parse_args(["--devices", "cuda:0, cuda:1", "--compile_cache", str(tmp_path)]))
+    assert options["devices"] == ["cuda:0", "cuda:1"] and "device" not in options
+    assert options["compile_cache"] == str(tmp_path)
+    with pytest.raises(ValueError, match="give --device or --devices, not both"):
+        pipeline_options(parse_args(["--devices", "cuda:0,cuda:1", "--device", "cuda"]))
+    assert pipeline_options(parse_args(["--performance", "fastest"]))["compile_cache"] is None  # not a Space
+    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
+    monkeypatch.setattr(zerogpu, "spaces", FakeSpaces())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = pipeline_options(parse_args(["--performance", "fastest"]))["compile_cache"]
+    assert cache in ("/data/wan-t2i-compiled", str(tmp_path / "xdg" / "wan-t2i" / "compiled"))
+    assert pipeline_options(parse_args([]))["compile_cache"] is None  # the default preset compiles nothing
+    with pytest.raises(ValueError, match="torch.compile, which ZeroGPU does not run: use fastest"):
+        pipeline_options(parse_args(["--performance", "fp8"]))
+
+
+@pytest.mark.slow
+def test_the_warm_up_compiles_in_the_gpu_process_and_the_server_loads_it(
+    tiny_wan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On ZeroGPU the warm-up job runs in the forked GPU worker (tests/zerogpu_double.py), which builds the package
+    on disk; the next request finds it there and loads it, compiling nothing."""
+    from zerogpu_double import FakeSpaces
+
+    from wan_t2i import zerogpu
+    from wan_t2i.handlers import Handler
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    fake = FakeSpaces()
+    monkeypatch.setattr(zerogpu, "spaces", fake)
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(tmp_path))
+    handler = Handler(pipe)
+    warm = handler.warm_up()
+    assert fake.durations == [zerogpu.WARMUP_SECONDS] and warm.request.steps == 2
+    assert len(list(tmp_path.glob("*/package.pt2"))) == 1  # written by the worker process
+    forward = pipe.components.transformer.forward
+    assert (forward.built, forward.loaded) == (0, 0)  # this process has compiled nothing
+    again = pipe.generate(warm.request)
+    assert (forward.built, forward.loaded) == (0, 1)
+    for label, result in again.results.items():
+        assert np.abs(np.asarray(result.image, np.int16) - np.asarray(warm[label].image, np.int16)).max() <= 1
