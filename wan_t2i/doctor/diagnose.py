@@ -14,7 +14,7 @@ import torch
 from wan_t2i.constants import NUM_TRAIN_TIMESTEPS
 from wan_t2i.doctor.experts import identify_experts
 from wan_t2i.doctor.files import FilesReport, check_files
-from wan_t2i.doctor.probe import ModelFn, ParameterizationReport, probe_parameterization
+from wan_t2i.doctor.probe import UNIT_SCALE_FIX, ModelFn, ParameterizationReport, probe_parameterization
 from wan_t2i.doctor.report import Check, DoctorReport
 from wan_t2i.doctor.sampling import SamplerOutcome, try_samplers
 from wan_t2i.doctor.teacher import compare_with_teacher
@@ -79,18 +79,22 @@ def parameterization_checks(probe: ParameterizationReport) -> list[Check]:
     else:
         status = "problem"
     what = Check("parameterization", "What the model predicts", status, [*verdict, detail])
-    wan, unit = (probe.fit(probe.best.parameterization, probe.best.sign, scale) for scale in (NUM_TRAIN_TIMESTEPS, 1))
-    numbers = f"mean skill with t on 0-1000 {wan.mean_skill:+.2f}, on 0-1 {unit.mean_skill:+.2f}"
+    title, numbers = "Timestep convention", probe.timestep_reason
     if probe.timestep_scale == NUM_TRAIN_TIMESTEPS:
-        timestep = Check("timestep", "Timestep convention", "ok", [f"t on Wan's 0-1000 scale ({numbers})"])
+        line = f"the model follows t on Wan's 0-1000 scale, as every sampler here passes it ({numbers})"
+        timestep = Check("timestep", title, "ok", [line])
     elif probe.timestep_scale == 1:
-        line = f"t on 0-1, not Wan's 0-1000 ({numbers}): every sampler here gives it t = sigma * 1000"
-        timestep = Check("timestep", "Timestep convention", "problem", [line, "give the model t / 1000"])
+        lines = [
+            f"the model follows t on 0-1 (t = sigma), not Wan's 0-1000 ({numbers})",
+            "every sampler here, like Wan's and diffusers' pipelines, passes t = 1000 sigma on 0-1000: the model "
+            "reads each step as a timestep it never saw, and its samples are garbage",
+            f"what to do: {UNIT_SCALE_FIX}",
+        ]
+        timestep = Check("timestep", title, "problem", lines)
     elif probe.parameterization == "unknown":
-        timestep = Check("timestep", "Timestep convention", "skipped", [f"no prediction fits, so no scale ({numbers})"])
+        timestep = Check("timestep", title, "skipped", ["no prediction fits, so no scale"])
     else:
-        line = f"its output hardly depends on t, so the scale cannot be told ({numbers})"
-        timestep = Check("timestep", "Timestep convention", "warning", [line])
+        timestep = Check("timestep", title, "warning", [f"the timestep scale cannot be told: {numbers}"])
     return [what, timestep]
 
 

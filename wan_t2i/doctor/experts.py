@@ -53,7 +53,7 @@ def identify_experts(
     """
     skills = []
     for fn in (first_fn, second_fn):
-        report = probe_parameterization(fn, clean_latents, sigmas=EXPERT_SIGMAS, seed=seed)
+        report = probe_parameterization(fn, clean_latents, sigmas=EXPERT_SIGMAS, seed=seed, tracking_sigmas=())
         skills.append(report.fit("flow_velocity").skill)
     high = [i for i, s in enumerate(EXPERT_SIGMAS) if s >= boundary_ratio]
     low = [i for i, s in enumerate(EXPERT_SIGMAS) if s < boundary_ratio]
