@@ -1,5 +1,9 @@
-"""The report's figure, drawn with PIL (matplotlib is only a training dependency): the fit of each candidate per
-sigma, the student's error against its teacher per sigma, and the width of each sampler's final latents."""
+"""The report's figure, drawn with PIL (matplotlib is only a training dependency), four panels: per sigma, each
+candidate's cosine similarity and relative error (what the model predicts), the student's error against its teacher,
+and the width of each sampler's final latents.
+
+`figure_series` returns the numbers each panel plots, so that what is drawn can be checked without reading pixels.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from wan_t2i.diagnostics import HEALTHY_STD_RATIO
+from wan_t2i.doctor.probe import PARAMETERIZATIONS, TIMESTEP_SCALES, CandidateFit, ParameterizationReport
 from wan_t2i.doctor.report import DoctorReport
 
-PANEL = (520, 340)  # width, height of one panel in pixels
-MARGIN = (58, 34, 16, 44)  # left, top, right, bottom: room for ticks, title and legend
+PANEL = (560, 340)  # width, height of one panel in pixels
+TITLE_HEIGHT = 30
+MARGIN = (58, 34, 16, 58)  # left, top, right, bottom: room for ticks, title and legend
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 GRID, AXIS, TEXT, BAND = "#dddddd", "#444444", "#222222", "#e6f4e6"
-SKILL_RANGE = (-1.0, 1.0)  # skill below -1 is off the chart: it only says "much worse than a scaled copy of x_t"
+PANELS = ("cosine", "relative_error", "teacher", "samplers")  # row by row, two per row
+Y_RANGES = {"cosine": (-1.0, 1.0), "relative_error": (0.0, 2.0), "samplers": (-2.0, 2.0)}  # samplers: log10 std
+SIGMA_TICKS = (0, 0.25, 0.5, 0.75, 1)
 
 Series = tuple[str, Sequence[float], Sequence[float]]  # label, xs, ys
 
@@ -24,22 +32,65 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-class _Axes:
-    """Data -> pixel mapping of one panel."""
+class Axes:
+    """Data -> pixel mapping of one panel of the figure."""
 
-    def __init__(self, origin: tuple[int, int], x_range: tuple[float, float], y_range: tuple[float, float]):
+    def __init__(self, panel: str, x_range: tuple[float, float], y_range: tuple[float, float]):
+        index = PANELS.index(panel)
+        origin = (PANEL[0] * (index % 2), TITLE_HEIGHT + PANEL[1] * (index // 2))
         left, top = origin[0] + MARGIN[0], origin[1] + MARGIN[1]
         self.box = (left, top, origin[0] + PANEL[0] - MARGIN[2], origin[1] + PANEL[1] - MARGIN[3])
         self.x_range, self.y_range = x_range, y_range
 
     def point(self, x: float, y: float) -> tuple[float, float]:
+        """The pixel of (x, y); y is clipped to the panel."""
         (x0, x1), (y0, y1) = self.x_range, self.y_range
         left, top, right, bottom = self.box
-        y = min(max(y, y0), y1)  # clipped to the panel
+        y = min(max(y, y0), y1)
         return left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top)
 
 
-def _frame(draw: ImageDraw.ImageDraw, axes: _Axes, title: str, x_ticks, y_ticks, y_format: str = "{:g}") -> None:
+def shown_fits(probe: ParameterizationReport) -> list[CandidateFit]:
+    """The candidates drawn: each target with the sign that fits it best (the probe's order), on the scale of the
+    best fit, then the best target on the other timestep scale."""
+    best = probe.best
+    shown = [
+        next(f for f in probe.fits if (f.parameterization, f.timestep_scale) == (p, best.timestep_scale))
+        for p in PARAMETERIZATIONS
+    ]
+    shown.sort(key=lambda f: f is not best)  # the best first: it gets the first colour
+    other = probe.fit(best.parameterization, best.sign, next(s for s in TIMESTEP_SCALES if s != best.timestep_scale))
+    return shown + [other]
+
+
+def figure_series(report: DoctorReport) -> dict[str, list[Series]]:
+    """What the cosine, relative-error and teacher panels plot, per panel (empty where not measured)."""
+    series: dict[str, list[Series]] = {"cosine": [], "relative_error": [], "teacher": []}
+    probe = report.parameterization
+    if probe is not None:
+        for fit in shown_fits(probe):
+            series["cosine"].append((fit.name, probe.sigmas, fit.cosine))
+            series["relative_error"].append((fit.name, probe.sigmas, fit.relative_error))
+    comparison = report.teacher
+    if comparison is not None:
+        grid = f"sampling grid: {comparison.steps} steps, shift {comparison.shift:g}"
+        series["teacher"] = [
+            (grid, comparison.sigmas, comparison.relative_error),
+            ("dense sigmas", comparison.dense_sigmas, comparison.dense_relative_error),
+        ]
+    return series
+
+
+def axes_of(panel: str, report: DoctorReport) -> Axes:
+    """The axes of one panel: sigma in [0, 1] across (sampler slots for "samplers"), its y range up the side."""
+    if panel == "teacher":
+        errors = [y for _, _, ys in figure_series(report)["teacher"] for y in ys if math.isfinite(y)]
+        top = max(0.1, min(2.0, 1.1 * max(errors))) if errors else 1.0
+        return Axes(panel, (0.0, 1.0), (0.0, top))
+    return Axes(panel, (0.0, 1.0), Y_RANGES[panel])
+
+
+def _frame(draw: ImageDraw.ImageDraw, axes: Axes, title: str, x_ticks, y_ticks, y_format: str = "{:g}") -> None:
     left, top, right, bottom = axes.box
     draw.text((left, top - 26), title, fill=TEXT, font=_font(15))
     for y in y_ticks:
@@ -53,62 +104,45 @@ def _frame(draw: ImageDraw.ImageDraw, axes: _Axes, title: str, x_ticks, y_ticks,
     draw.rectangle(axes.box, outline=AXIS)
 
 
-def _lines(draw: ImageDraw.ImageDraw, axes: _Axes, series: Sequence[Series], x_label: str) -> None:
+def _lines(draw: ImageDraw.ImageDraw, axes: Axes, series: Sequence[Series]) -> None:
+    """Each series as a line with dots, in COLORS order; the legend below the panel."""
     left, _, _, bottom = axes.box
     for i, (label, xs, ys) in enumerate(series):
         color = COLORS[i % len(COLORS)]
+        draw.text((left + 8 + 240 * (i % 2), bottom + 20 + 13 * (i // 2)), label, fill=color, font=_font(11))
         points = [axes.point(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
         if len(points) > 1:
             draw.line(points, fill=color, width=2)
         for px, py in points:
             draw.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=color)
-        draw.text((left + 8 + 225 * (i % 2), bottom + 18 + 13 * (i // 2)), label, fill=color, font=_font(11))
-    draw.text((axes.box[2], bottom + 4), x_label, fill=TEXT, font=_font(11), anchor="ra")
+    draw.text((left - 6, bottom + 9), "sigma", fill=TEXT, font=_font(11), anchor="ra")
 
 
-def _note(draw: ImageDraw.ImageDraw, axes: _Axes, text: str) -> None:
+def _note(draw: ImageDraw.ImageDraw, axes: Axes, text: str) -> None:
     left, top, right, bottom = axes.box
     draw.text(((left + right) / 2, (top + bottom) / 2), text, fill=AXIS, font=_font(13), anchor="mm")
 
 
-def _skill_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], report: DoctorReport) -> None:
-    axes = _Axes(origin, (0.0, 1.0), SKILL_RANGE)
-    _frame(draw, axes, "What the model predicts: skill per sigma", [0, 0.25, 0.5, 0.75, 1], [-1, -0.5, 0, 0.5, 1])
-    probe = report.parameterization
-    if probe is None:
-        _note(draw, axes, "not measured")
+def _curve_panel(draw: ImageDraw.ImageDraw, panel: str, report: DoctorReport) -> None:
+    titles = {
+        "cosine": "What the model predicts: cosine similarity per sigma",
+        "relative_error": "What the model predicts: relative error per sigma",
+        "teacher": "Student vs teacher: relative error per sigma",
+    }
+    axes = axes_of(panel, report)
+    low, high = axes.y_range
+    _frame(draw, axes, titles[panel], SIGMA_TICKS, [round(low + (high - low) * k / 4, 2) for k in range(5)])
+    series = figure_series(report)[panel]
+    if not series:
+        missing = "load the teacher's transformer: --with_teacher" if panel == "teacher" else "no probe"
+        _note(draw, axes, f"not measured ({missing})")
         return
-    scale = probe.best.timestep_scale
-    shown = [probe.fit(name, 1, scale) for name in ("flow_velocity", "epsilon", "x0")]
-    if probe.best not in shown:
-        shown.append(probe.best)
-    series = [(f"{fit.name}, miscal. {fit.miscalibration:.2f}", probe.sigmas, fit.skill) for fit in shown]
-    _lines(draw, axes, series, "sigma")
-    _, zero = axes.point(0, 0)
-    draw.text((axes.box[0] + 4, zero - 14), "0 = a scaled copy of x_t", fill=AXIS, font=_font(10))
+    _lines(draw, axes, series)
 
 
-def _teacher_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], report: DoctorReport) -> None:
-    comparison = report.teacher
-    top = 1.0
-    if comparison is not None:
-        top = max(0.1, min(2.0, 1.1 * max(comparison.relative_error + comparison.dense_relative_error)))
-    axes = _Axes(origin, (0.0, 1.0), (0.0, top))
-    ticks = [round(top * k / 4, 2) for k in range(5)]
-    _frame(draw, axes, "Student vs teacher: relative error per sigma", [0, 0.25, 0.5, 0.75, 1], ticks)
-    if comparison is None:
-        _note(draw, axes, "not measured (load the teacher's transformer: --with_teacher)")
-        return
-    series = [
-        (f"grid of {comparison.steps} steps, shift {comparison.shift:g}", comparison.sigmas, comparison.relative_error),
-        ("dense", comparison.dense_sigmas, comparison.dense_relative_error),
-    ]
-    _lines(draw, axes, series, "sigma")
-
-
-def _sampler_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], report: DoctorReport) -> None:
+def _sampler_panel(draw: ImageDraw.ImageDraw, report: DoctorReport) -> None:
     """Final latent std per sampler on a log scale, against the band the VAE decodes cleanly."""
-    axes = _Axes(origin, (0.0, 1.0), (-2.0, 2.0))  # log10 of the std ratio
+    axes = axes_of("samplers", report)
     _frame(draw, axes, "Samplers: final latent std / VAE's", [], [-2, -1, 0, 1, 2], "1e{:+.0f}")
     if not report.samplers:
         _note(draw, axes, "not measured")
@@ -127,11 +161,14 @@ def _sampler_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], report: D
 
 
 def render_figure(report: DoctorReport) -> Image.Image:
-    """The report's figure as an RGB PIL image: three panels side by side."""
-    panels = (_skill_panel, _teacher_panel, _sampler_panel)
-    image = Image.new("RGB", (PANEL[0] * len(panels), PANEL[1] + 30), "white")
+    """The report's figure as an RGB PIL image: the panels of PANELS, two per row."""
+    rows = math.ceil(len(PANELS) / 2)
+    image = Image.new("RGB", (PANEL[0] * 2, TITLE_HEIGHT + PANEL[1] * rows), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 8), f"Checkpoint doctor: {report.model}", fill=TEXT, font=_font(16))
-    for i, panel in enumerate(panels):
-        panel(draw, (PANEL[0] * i, 30), report)
+    for panel in PANELS:
+        if panel == "samplers":
+            _sampler_panel(draw, report)
+        else:
+            _curve_panel(draw, panel, report)
     return image
