@@ -391,7 +391,8 @@ def test_the_timesteps_field_reaches_the_request_and_its_errors_its_field(tiny_p
 
 def test_progress_shows_the_decode_after_the_last_step() -> None:
     """#7: the steps, then "decoding" once the last step is done (not 100% while the VAE still works)."""
-    from wan_t2i.handlers import Job, report_progress
+    from wan_t2i.handlers import report_progress
+    from wan_t2i.jobs import Job
 
     shown = []
     progress = lambda value, desc=None, unit=None: shown.append((value, desc))  # noqa: E731 - gr.Progress's call

@@ -26,8 +26,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from wan_t2i.handlers import Live
 from wan_t2i.images import read_parameters
+from wan_t2i.jobs import Live
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest, Limits
 
@@ -245,7 +245,8 @@ def test_jobs_cross_a_zerogpu_process_boundary(pipe: WanT2IPipeline, monkeypatch
 
     from wan_t2i import zerogpu
     from wan_t2i.app_sweep import sweep_job
-    from wan_t2i.handlers import Handler, Job
+    from wan_t2i.handlers import Handler
+    from wan_t2i.jobs import Job
 
     fake = FakeSpaces()
     monkeypatch.setattr(zerogpu, "spaces", fake)

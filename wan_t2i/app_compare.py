@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wan_t2i.app_results import OUTPUTS, Results, sampler_choices
-from wan_t2i.handlers import GPU_LOCK, one_line
+from wan_t2i.handlers import GPU_LOCK
+from wan_t2i.jobs import one_line
 
 if TYPE_CHECKING:
     import gradio as gr
 
     from wan_t2i.app_sweep import SweepTab
-    from wan_t2i.handlers import Handler, Job
+    from wan_t2i.handlers import Handler
+    from wan_t2i.jobs import Job
     from wan_t2i.loading import ModelDefaults
 
 MAX_STEPS_UI = 100  # the slider's range (request.PUBLIC_STEPS); the API accepts 1..1000 within the work budget

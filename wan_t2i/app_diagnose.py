@@ -21,7 +21,7 @@ def add_diagnose_tab(handler: Handler, concurrency_id: str) -> None:
     """The Diagnose tab's layout and its event, which is also the API's `/diagnose`; call inside a `gr.Tab`."""
     import gradio as gr
 
-    from wan_t2i.handlers import Job
+    from wan_t2i.jobs import Job
 
     gr.Markdown(
         "The checkpoint doctor on the model this app serves: the VAE round trip, what the model predicts (velocity or "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from wan_t2i.choices import SAMPLER_NOTES
 
 if TYPE_CHECKING:
-    from wan_t2i.handlers import Live
+    from wan_t2i.jobs import Live
     from wan_t2i.pipeline import Generation
 
 LIVE_PLOT_SECONDS = 1.0  # a render's live plot is redrawn at most this often (a figure costs ~0.1-0.3 s of CPU)

@@ -18,7 +18,8 @@ import pandas as pd
 from wan_t2i import images
 
 if TYPE_CHECKING:
-    from wan_t2i.handlers import Handler, Job
+    from wan_t2i.handlers import Handler
+    from wan_t2i.jobs import Job
     from wan_t2i.sweep import Sweep
 
 SWEEP_AXES = ("sampler", "shift", "steps", "guidance", "seed")  # what the tab offers (the library has more)
@@ -58,7 +59,7 @@ def sweep_job(handler: Handler, values: dict[str, Any]) -> Job:
     `values`: prompt, sampler, steps, shift, guidance_scale, seed (None: one drawn for every cell), axis_1, values_1,
     axis_2, values_2. Raises ValueError naming what to change.
     """
-    from wan_t2i.handlers import Job
+    from wan_t2i.jobs import Job
     from wan_t2i.request import work
     from wan_t2i.sweep import make_cells
 

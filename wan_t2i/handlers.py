@@ -5,81 +5,41 @@ Every event that samples (the page's Generate, a lesson, `/generate`, `/compare`
 is asked for (ZeroGPU counts every call of the decorated function against a visitor's quota), and every failure comes
 back as a one-line message saying what to change.
 
-Jobs run one at a time on the handler's own worker thread. The GPU side (`Handler._task`) is a generator that passes
-on each step, live preview and the result as they come: on ZeroGPU it runs in the worker process `spaces.GPU` forks,
-which receives the job and sends back what it yields by pickling, and stops it between two yields once the event has
-ended; here it runs in the same process. Either way the event's side checks after every step whether its job was
-stopped (cancelled, the client gone, or past the wall-clock limit) and, if so, closes the generator, which stops the
-job at its next transformer forward. The event function itself is an async generator that yields nothing-to-show while
-it waits, because those are the two places where Gradio 6 ends an event: a cancel raises CancelledError at its
-`await`, a client that went away closes it at a `yield` (docs/reliability.md).
+Jobs run one at a time on the handler's own worker thread. Their GPU side (`wan_t2i.jobs.run_job`) is a generator
+that passes on each step, live preview and the result as they come: on ZeroGPU it runs in the worker process
+`spaces.GPU` forks, which receives the job and sends back what it yields by pickling, and stops it between two yields
+once the event has ended; here it runs in the same process. Either way the event's side checks after every step
+whether its job was stopped (cancelled, the client gone, or past the wall-clock limit) and, if so, closes the
+generator, which stops the job at its next transformer forward. The event function itself is an async generator that
+yields nothing-to-show while it waits, because those are the two places where Gradio 6 ends an event: a cancel raises
+CancelledError at its `await`, a client that went away closes it at a `yield` (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import logging
-import queue
-import re
-import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import torch
 
 from wan_t2i import zerogpu
+from wan_t2i.jobs import Job, Live, RenderStopped, one_line, raise_failure, run_job
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest, Limits
 
 Shape = Callable[[Any, dict[str, Any]], Any]  # (the job's result, the event's values) -> the event's outputs
 Preview = Callable[["Live"], Any]  # a running render's latest live state -> the event's outputs
 Prepare = Callable[[dict[str, Any]], "Job"]  # the event's values -> a checked job; ValueError says what to change
-PREVIEWS_PER_RENDER = 10  # live previews of a render shown while it runs (each costs one latent -> RGB map)
 POLL_SECONDS = 0.1  # how often a waiting event yields to Gradio, which is when Gradio notices a client that left
-TICK_SECONDS = 0.25  # how often the GPU side reports in while its job takes no step (the doctor), so it can stop
-MAX_MESSAGE_CHARS = 400
 GPU_LOCK = "gpu"  # the one Gradio concurrency group of every event that samples: one GPU, one job at a time
 log = logging.getLogger(__name__)
-
-
-class RenderStopped(Exception):
-    """Raised in a stopped job at its next transformer forward, and on the event's side once it is stopped."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one event asks of the GPU, whole and picklable (ZeroGPU sends it to its worker process)."""
-
-    kind: str  # "generate", "sweep", "diagnose" or "warmup"
-    request: GenerationRequest | None = None  # generate and sweep: the request (a sweep's base settings)
-    axes: dict[str, list] | None = None  # sweep: axis -> values
-    max_cells: int | None = None  # sweep: the app's cell limit
-    previews: bool = False  # generate: stream live previews of the predicted clean images
-
-    @property
-    def key(self) -> tuple:
-        """What the job renders, whether or not it streams previews: equal keys give the same result."""
-        axes = tuple((name, tuple(values)) for name, values in (self.axes or {}).items())
-        return (self.kind, self.request, axes, self.max_cells)
-
-
-@dataclass
-class Live:
-    """A render's latest live state, where previews were asked for: its step and each branch's preview image and
-    latent std per step so far."""
-
-    step: int
-    total: int
-    images: dict[str, Any]
-    latent_std: dict[str, list[float]]
 
 
 class Render:
@@ -127,7 +87,11 @@ class Handler:
         self.pair = pair or ("legacy_ddim", pipe.defaults.sampler)
         # One worker thread: whatever Gradio does with its events, two jobs never run at once.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan-t2i-render")
-        self.task = (gpu or zerogpu.on_gpu)(duration=zerogpu.job_seconds)(self._task)
+
+        def task(job: Job) -> Iterator[tuple]:  # a generator function, which is what spaces.GPU streams
+            yield from run_job(pipe, job)
+
+        self.task = (gpu or zerogpu.on_gpu)(duration=zerogpu.job_seconds)(task)
         self._pinned: dict[tuple, Any] = {}  # job key -> its result (None until rendered), kept for the server's life
         self._shaped: dict[tuple, Any] = {}  # (event, job key) -> a pinned result's outputs, shaped once
 
@@ -278,103 +242,6 @@ class Handler:
             events.close()  # a stopped job stops at its next forward; on ZeroGPU, after its next yield
 
     # The GPU side --------------------------------------------------------------------------------------------------
-    def _task(self, job: Job) -> Iterator[tuple]:
-        """Run `job` on a thread of its own and yield ("step", i, total), ("preview", ...), ("tick",) while nothing
-        happens, then ("result", value), or ("failed", kind, message) for an error; closing this generator stops the
-        job at its next transformer forward. Everything it takes and yields pickles (ZeroGPU's worker process)."""
-        events: queue.SimpleQueue = queue.SimpleQueue()
-        stopping = threading.Event()
-
-        def work() -> None:
-            try:
-                events.put(("result", self._execute(job, events.put)))
-            except BaseException as error:  # every failure goes back to the event, as a message
-                events.put(failure(error))
-
-        with stop_forwards(self.pipe, stopping):
-            thread = threading.Thread(target=work, name="wan-t2i-job", daemon=True)
-            thread.start()
-            try:
-                while True:
-                    try:
-                        event = events.get(timeout=TICK_SECONDS)
-                    except queue.Empty:
-                        event = ("tick",)
-                    yield event
-                    if event[0] in ("result", "failed"):
-                        return
-            finally:
-                stopping.set()
-                thread.join()
-
-    def _execute(self, job: Job, emit: Callable[[tuple], None]) -> Any:
-        """Run one job on the pipeline, emitting its steps (and live previews) as they happen."""
-        pipe, step = self.pipe, lambda i, total: emit(("step", i, total))
-        if job.kind == "sweep":
-            from wan_t2i.sweep import MAX_CELLS
-
-            return pipe.sweep(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS, progress=step)
-        if job.kind == "diagnose":
-            from wan_t2i.doctor.diagnose import diagnose  # the module: the package attribute is the module
-
-            return diagnose(pipe=pipe, with_teacher=pipe.components.has_teacher)
-        if job.kind == "warmup" or not job.previews:
-            return pipe.generate(job.request, progress=step)
-        diagnostics: dict = {}
-
-        def preview(i: int, total: int, images: dict[str, Any]) -> None:
-            stds = {label: d.std_so_far() for label, d in diagnostics.items()}
-            emit(("preview", i, total, images, stds))
-
-        every = max(1, job.request.steps // PREVIEWS_PER_RENDER)
-        return pipe.generate(
-            job.request, progress=step, preview_every=every, on_preview=preview,
-            on_step=lambda i, total, diags: diagnostics.update(diags),
-        )  # fmt: skip
-
-
-@contextlib.contextmanager
-def stop_forwards(pipe: WanT2IPipeline, stopping: threading.Event) -> Iterator[None]:
-    """While inside: every transformer forward of `pipe`, on every device, raises RenderStopped once `stopping` is
-    set."""
-
-    def check(module: torch.nn.Module, args: Any) -> None:
-        if stopping.is_set():
-            raise RenderStopped("stopped")
-
-    c = pipe.components
-    models = [c.transformer, c.transformer_2, c.teacher_transformer, c.teacher_transformer_2]
-    for replica in pipe.replicas[1:]:  # copies on further devices (wan_t2i.replicas): each stops at its own forward
-        models += [m for experts in replica.experts.values() for m in (experts.high, experts.low)]
-    hooks = [model.register_forward_pre_hook(check) for model in dict.fromkeys(models) if model is not None]
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def failure(error: BaseException) -> tuple[str, str, str]:
-    """("failed", kind, message) for a job's exception, as the event's side reports it (see `raise_failure`)."""
-    if isinstance(error, RenderStopped):
-        return ("failed", "stopped", str(error))
-    if isinstance(error, ValueError):
-        return ("failed", "request", one_line(error))
-    if isinstance(error, torch.OutOfMemoryError):
-        return ("failed", "memory", one_line(error))
-    return ("failed", "fault", "".join(traceback.format_exception(error)))
-
-
-def raise_failure(kind: str, message: str) -> None:
-    """Raise what a failed job's side reported: the request's own error, or what happened, in one line."""
-    if kind == "stopped":
-        raise RenderStopped(message)
-    if kind == "request":
-        raise ValueError(message)
-    if kind == "memory":
-        raise torch.OutOfMemoryError(message)
-    log.error("render failed:\n%s", message)
-    raise RuntimeError(message.strip().splitlines()[-1])
 
 
 def report_progress(progress: gr.Progress | None, job: Job, i: int, total: int) -> None:
@@ -405,13 +272,6 @@ def _retrieve(job: Future | asyncio.Future) -> None:
     """Consume a finished job's exception, so that one nobody waits for any more is not logged as lost."""
     if not job.cancelled():
         job.exception()
-
-
-def one_line(error: BaseException | str) -> str:
-    """A message on one line, with runs of digits past 20 (10**400 echoed back) and its length cut short."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    text = re.sub(r"\d{21,}", lambda m: f"{m[0][:6]}...({len(m[0])} digits)", text)
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
 
 def as_integer(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from wan_t2i.request import GenerationRequest
 
 if TYPE_CHECKING:
-    from wan_t2i.handlers import Job
+    from wan_t2i.jobs import Job
 
 try:  # ZeroGPU Spaces provide `spaces`; everywhere else generation runs where the pipeline lives
     import spaces
