@@ -262,3 +262,13 @@ def test_a_writable_output_path_is_left_as_it_was(tmp_path, capsys):
     argv = ["--teacher_path", str(tmp_path / "no-model"), "--prompt", "a lake", "--output_path", str(output)]
     assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_devices_split_a_comparison_and_not_beside_device(tiny_wan_dir, tmp_path, capsys):
+    """--devices cpu,cpu renders a comparison split over two (CPU) devices; --devices beside --device is refused."""
+    output = ["--prompt", "a lake", "--output_path", str(tmp_path / "x.png"), "--num_inference_steps", "2"]
+    model = ["--teacher_path", str(tiny_wan_dir)]
+    assert main([*output, *model, "--devices", "cpu, cpu", "--compare", "--seed", "3"]) == 0
+    assert (tmp_path / "x_legacy_ddim.png").is_file() and (tmp_path / "x_flow_unipc.png").is_file()
+    assert main([*output, *model, "--devices", "cuda:0,cuda:1", "--device", "cpu"]) == 2
+    assert "give --device or --devices, not both" in capsys.readouterr().err

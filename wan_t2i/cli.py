@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="with --performance low_memory: GB of GPU memory to plan for (default: the whole card; 0 < GB)",
     )
+    model.add_argument(
+        "--compile_cache",
+        help="a folder: run the transformers ahead-of-time compiled, each size built once (minutes) and loaded by "
+        "every later run (docs/performance.md)",
+    )
+    model.add_argument(
+        "--devices",
+        help="several devices, e.g. cuda:0,cuda:1: a comparison's samplers (or a sweep's cells) split over them "
+        "(docs/multi-gpu.md); instead of --device",
+    )
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative_prompt", help="default: the model's (Wan's own negative prompt for Wan models)")
@@ -195,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {in_flags(str(error))}", file=sys.stderr)
         return 2
+    if args.devices and args.device:
+        print("error: give --device or --devices, not both: the model loads on the first of --devices", file=sys.stderr)
+        return 2
     if args.sweep and (args.compare or args.compare_teacher or args.preview_every):
         print(
             "error: --sweep renders a grid: sweep the sampler or model axis (--sweep sampler=legacy_ddim,flow_unipc)"
@@ -216,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_library_progress()
     try:
+        devices = {"devices": [d.strip() for d in args.devices.split(",") if d.strip()]} if args.devices else {}
         pipe = WanT2IPipeline.from_pretrained(
             args.model_path,
             args.teacher_path,
@@ -225,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with_teacher=args.with_teacher or args.compare_teacher,
             performance=args.performance,
             gpu_memory_gb=args.gpu_memory_gb,
+            compile_cache=args.compile_cache,
+            **devices,
         )
         samplers = [name or pipe.defaults.sampler for name in samplers]  # no --sampler: the model's default
         request = pipe.request(
