@@ -87,7 +87,7 @@ def parameterization_checks(probe: ParameterizationReport) -> list[Check]:
         lines = [
             f"the model follows t on 0-1 (t = sigma), not Wan's 0-1000 ({numbers})",
             "every sampler here, like Wan's and diffusers' pipelines, passes t = 1000 sigma on 0-1000: the model "
-            "reads each step as a timestep it never saw, and its samples are garbage",
+            "reads each step as a timestep it never saw",
             f"what to do: {UNIT_SCALE_FIX}",
         ]
         timestep = Check("timestep", title, "problem", lines)

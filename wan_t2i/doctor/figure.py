@@ -85,7 +85,7 @@ def axes_of(panel: str, report: DoctorReport) -> Axes:
     """The axes of one panel: sigma in [0, 1] across (sampler slots for "samplers"), its y range up the side."""
     if panel == "teacher":
         errors = [y for _, _, ys in figure_series(report)["teacher"] for y in ys if math.isfinite(y)]
-        top = max(0.1, min(2.0, 1.1 * max(errors))) if errors else 1.0
+        top = min(2.0, max(0.2, math.ceil(1.1 * max(errors) / 0.2) * 0.2)) if errors else 1.0  # ticks of 0.05 up
         return Axes(panel, (0.0, 1.0), (0.0, top))
     return Axes(panel, (0.0, 1.0), Y_RANGES[panel])
 

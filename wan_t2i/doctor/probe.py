@@ -47,7 +47,7 @@ MIN_MARGIN = 0.05  # of mean skill: the better timestep scale must beat the othe
 # t by TRACKING_TIE, so a model whose output ignores t (an exactly flat row) tracks nothing.
 TRACKING_SIGMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 MIN_TRACKING_MARGIN = 0.6
-TRACKING_TIE = 1e-3
+TRACKING_TIE = 0.01
 SKILL_FLOOR = -4.0  # per-sigma skill is clipped here before averaging: one hopeless sigma may not decide alone
 MISCALIBRATION_CAP = 2.0  # likewise for the per-sigma miscalibration
 
