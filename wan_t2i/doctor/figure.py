@@ -134,8 +134,8 @@ def _curve_panel(draw: ImageDraw.ImageDraw, panel: str, report: DoctorReport) ->
     _frame(draw, axes, titles[panel], SIGMA_TICKS, [round(low + (high - low) * k / 4, 2) for k in range(5)])
     series = figure_series(report)[panel]
     if not series:
-        missing = "load the teacher's transformer: --with_teacher" if panel == "teacher" else "no probe"
-        _note(draw, axes, f"not measured ({missing})")
+        skipped = [c.lines[0] for c in report.checks if c.name == panel and c.status == "skipped"]
+        _note(draw, axes, f"not measured: {(skipped or ['no probe'])[0]}")
         return
     _lines(draw, axes, series)
 
