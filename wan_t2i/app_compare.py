@@ -183,7 +183,10 @@ def add_compare_tab(
             "Download the pair", size="sm", elem_id="download-pair", **initial(first.get("download"), visible=False)
         )
     with gr.Row():
-        plot = gr.Plot(first.get("plot"), label="Latent health", format="png", elem_id="latent-plot", min_width=320)
+        plot = gr.Image(
+            first.get("plot"), label="Latent health", format="png", type="pil", interactive=False, min_width=320,
+            elem_id="latent-plot", buttons=["download", "fullscreen"],
+        )  # fmt: skip
         with gr.Column(min_width=320):
             summary_box = gr.Markdown(first.get("summary", ""), elem_id="summary")
     with gr.Accordion("Advanced", open=False):
