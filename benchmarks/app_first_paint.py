@@ -9,6 +9,9 @@ rendered before it: that is where their time goes). First paint: `page.goto` unt
 `#latent-plot img` are visible, each visit a fresh browser context (no cache); medians of --visits. With --visitors N,
 N pages open at once and each one's time is printed: before the opening was rendered once at start-up, every view
 rendered it in the shared queue, and four visitors waited 14, 18, 22 and 25 s.
+
+The floor, measured in the same run: a bare Gradio page of the same frame (a title, two tabs, a prompt, a button and
+three images with values), served by this process: what Gradio's own front end costs a first visit on this machine.
 """
 
 from __future__ import annotations
@@ -45,6 +48,25 @@ def first_paint(url: str, width: int = 1280, height: int = 900) -> float:
             browser.close()
 
 
+def floor_page() -> str:
+    """Launch the bare page the app's first paint is compared with; returns its URL."""
+    import gradio as gr
+    from PIL import Image
+
+    with gr.Blocks() as page:
+        gr.Markdown("# A title", elem_id="hero")
+        with gr.Tabs():
+            with gr.Tab("One"):
+                gr.Textbox(label="Prompt")
+                gr.Button("Generate")
+                for elem_id, size in (("image-a", (256, 256)), ("image-b", (256, 256)), ("latent-plot", (560, 360))):
+                    gr.Image(Image.new("RGB", size, "gray"), elem_id=elem_id)
+            with gr.Tab("Two"):
+                gr.Markdown("another tab")
+    _, url, _ = page.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.app_first_paint", description=__doc__,
@@ -66,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
                 together = sorted(pool.map(lambda _: first_paint(url), range(args.visitors)))
     finally:
         stop(process)
+    floor_url = floor_page()
+    first_paint(floor_url)
+    floor = statistics.median(first_paint(floor_url) for _ in range(args.visits))
     print(f"start-up (python app.py -> first page, opening and lessons rendered): {startup:.2f} s")
     print(f"first paint (page open -> both images and the plot visible): median {statistics.median(visits):.2f} s "
           f"over {len(visits)} visits ({', '.join(f'{v:.2f}' for v in visits)})")  # fmt: skip
+    print(f"floor, a bare Gradio page of the same frame: median {floor:.2f} s; the app: "
+          f"{statistics.median(visits) / floor:.2f}x of it")  # fmt: skip
     if together:
         print(f"{len(together)} visitors at once: {', '.join(f'{v:.2f}' for v in together)} s")
     return 0
