@@ -395,12 +395,23 @@ def test_the_diagnose_tab_renders_its_report(url: str, width: int, height: int) 
         assert box["x"] + box["width"] <= width  # fits the page, on a phone too
 
 
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    """The app on the embedded demo model: its 100-step pair takes seconds on a CPU, long enough to watch live (the
+    tiny model's takes a fraction of a second, and a fast machine shows its previews and plots at once)."""
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    demo, local_url = launch(WanT2IPipeline.from_pretrained(device="cpu"))
+    yield local_url
+    demo.close()
+
+
 @pytest.mark.slow
 @pytest.mark.browser
-def test_live_previews_arrive_before_the_final_image(url: str) -> None:
+def test_live_previews_arrive_before_the_final_image(demo_url: str) -> None:
     """Live steps: both sides show the predicted clean image during the render, and the plot grows, then the final
     images and plot."""
-    with open_page(url) as page:
+    with open_page(demo_url) as page:
         page.evaluate(
             "() => { window.labels = []; window.plots = []; new MutationObserver(() => {"
             " window.labels.push(document.querySelector('#image-b').innerText);"
@@ -408,7 +419,7 @@ def test_live_previews_arrive_before_the_final_image(url: str) -> None:
             ".observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true}); }"
         )
         page.get_by_text("Advanced").click()
-        page.locator("#steps input[type=number]").fill("300")
+        page.locator("#steps input[type=number]").fill("100")  # the slider's most
         page.locator("#steps input[type=number]").press("Tab")
         compare(page, "A serene lake at sunset")
         labels = page.evaluate("() => window.labels")
