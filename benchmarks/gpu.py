@@ -85,12 +85,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--skip", default="", help="comma-separated measurements to leave out, by the part of their "
                         "key after the model and size, e.g. ours_warm,floor_b4,pair,fp8_pair,fp8cap_pair (to fit a "
                         "time limit; each is listed in the record's skipped)")  # fmt: skip
+    parser.add_argument("--fp8-scales", default="row", choices=("row", "tensor"),
+                        help="the fp8 section's scale granularity (default: row, the preset's)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
     parser.add_argument("--results-md", type=Path, default=None, help="with --render: where (default: beside it)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
     parser.add_argument(CHILD_FLAG, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--attention", default="cudnn", help=argparse.SUPPRESS)
     parser.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
 
@@ -158,6 +161,7 @@ def start_bench(
     wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    meta["fp8_scales"] = args.fp8_scales
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 

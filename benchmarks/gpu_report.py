@@ -90,15 +90,15 @@ def loop_floor(items: dict, shape: str, batches: list[int]) -> float | None:
     return None if None in loops else sum(loops) / len(loops)
 
 
-def fp8_lines(items: dict, ratios: dict, shapes: list[str]) -> list[str]:
+def fp8_lines(items: dict, ratios: dict, shapes: list[str], scales: str = "row") -> list[str]:
     """The fp8 preset against bf16 `fastest` and stock-with-the-same-knobs, with its error and its compile cost."""
     rows = [shape for shape in shapes if f"{shape}/fp8" in items or f"{shape}/fp8_floor_b2" in items]
     if not rows:
         return []
     lines = [
         "",
-        "FP8 (`--performance fp8`: torchao float8 dynamic activation + weight quantisation, per-row scales, on the "
-        "blocks' linear layers, then compiled as `fastest`). First image: the first fp8 image of the process, its "
+        f"FP8 (`--performance fp8`: torchao float8 dynamic activation + weight quantisation, per-{scales} scales, on "
+        "the blocks' linear layers, then compiled as `fastest`). First image: the first fp8 image of the process, its "
         "compilation included (the bf16 graphs of the same shapes were compiled before it; `graphs`: how many Dynamo "
         "compiled for it). Error and PSNR against the eager bf16 forward and image.",
         "",
@@ -158,7 +158,7 @@ def write_results_md(results: dict, path: Path) -> None:
     shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
     lines = header_lines(results["meta"], items.get("peak") or {}, items.get("peak_fp8"))
     lines += [main_row(items, ratios, shape) for shape in shapes]
-    lines += fp8_lines(items, ratios, shapes)
+    lines += fp8_lines(items, ratios, shapes, results["meta"].get("fp8_scales", "row"))
     lines += profile_lines(items, shapes)
     lines += ["", "| other | result |", "|---|---|"]
     lines += [row for key, value in items.items() if (row := other_row(items, key, value))]
@@ -264,6 +264,14 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         return (
             f"| {key} | {cell(items, key, 'seconds', '.1f')} s; GPU memory allocated "
             f"{cell(items, key, 'allocated_gb_before', '.1f')} -> {cell(items, key, 'allocated_gb_after', '.1f')} GB |"
+        )
+    if key.startswith("ttfi_aot_"):
+        start = "first start, empty package folder" if key.startswith("ttfi_aot_first") else "second start, new process"
+        return (
+            f"| {key} (compile_cache: {start}) | first image after {cell(items, key, 'total_s', '.1f')} s (import "
+            f"{cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first image "
+            f"{cell(items, key, 'first_image_s', '.2f')}, next image {cell(items, key, 'second_image_s', '.2f')}; "
+            f"packages built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}) |"
         )
     if key.startswith("ttfi/"):
         return (

@@ -35,12 +35,21 @@ CHILD_FLAG = "--child-ttfi"  # the hidden option of benchmarks.gpu that runs `ch
 
 
 def bench_ttfi(bench: Bench) -> None:
+    """Per case: `fastest` traced by torch.compile in a fresh process; then compiled ahead of time (`compile_cache`)
+    into an empty cache folder (the first start) and again in a new process given that folder (a restart)."""
     for model, size in bench.scale.ttfi:
         bench.item("ttfi", f"ttfi/{tag(model, size)}", lambda model=model, size=size: ttfi_in_child(bench, model, size))
+        packages = tempfile.mkdtemp(prefix="ttfi-packages-")
+        for start in ("first", "second"):
+            bench.item(
+                "ttfi", f"ttfi_aot_{start}/{tag(model, size)}",
+                lambda model=model, size=size, packages=packages: ttfi_in_child(bench, model, size, packages),
+            )  # fmt: skip
 
 
-def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int]) -> dict:
-    """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine."""
+def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache: str | None = None) -> dict:
+    """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
+    `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled)."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     cache = tempfile.mkdtemp(prefix="ttfi-inductor-")
@@ -48,6 +57,7 @@ def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int]) -> dict:
     command = [sys.executable, "-m", "benchmarks.gpu", CHILD_FLAG, model, f"{size[0]}x{size[1]}"]
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
+    command += ["--compile-cache", compile_cache] if compile_cache else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -75,10 +85,13 @@ def child_ttfi(args: argparse.Namespace) -> None:
         settings = replace(settings, attention=None if args.attention == "none" else args.attention)
     else:
         settings = PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
-    settings = replace(settings, compile=settings.compile and not args.no_compile)
+    settings = replace(settings, compile=settings.compile and not args.no_compile, compile_cache=args.compile_cache)
     apply(components, settings)
     pipe = WanT2IPipeline(components)
     first, _ = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
     report = {"import_s": imported, "build_s": built, "first_image_s": first, "second_image_s": second}
+    forward = components.transformer.__dict__.get("forward")
+    if args.compile_cache:  # how many packages this start built and loaded: a restart should only load
+        report |= {"packages_built": forward.built, "packages_loaded": forward.loaded}
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0, "settings": repr(settings)}), flush=True)

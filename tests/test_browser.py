@@ -81,11 +81,21 @@ def compare(page: Page, prompt: str, screenshot: Path | None = None, *, seed: in
 
 def set_seed(page: Page, seed: int) -> None:
     """Type `seed` into the Advanced accordion's Seed field, closing the accordion again."""
+    from playwright.sync_api import expect
+
     page.get_by_text("Advanced").click()
-    page.locator("#seed input").fill(str(seed))
-    page.locator("#seed input").press("Tab")
-    page.locator("#randomize-seed input[type=checkbox]").uncheck()  # typing unticks it; this waits until it has
-    page.wait_for_timeout(300)  # for the page to send the typed value with the next event
+    randomize = page.locator("#randomize-seed input[type=checkbox]")
+    randomize.check()  # ticked here, so that the app unticking it proves the page took the typed seed
+    for attempt in range(3):  # a page still wiring itself up can drop a keystroke; the app's answer tells
+        page.locator("#seed input").fill(str(seed))
+        page.locator("#seed input").press("Tab")
+        try:  # the app's answer to the typed seed: the page's value is now `seed`
+            expect(randomize).not_to_be_checked(timeout=5_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    expect(page.locator("#seed input")).to_have_value(str(seed))
     page.get_by_text("Advanced").click()  # closed again, so the images are in view
 
 

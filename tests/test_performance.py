@@ -414,3 +414,12 @@ def test_resolutions_for_every_model_or_for_one(tmp_path):
     assert bench.resolutions("14b") == [(1024, 1024), (480, 832)]
     with pytest.raises(SystemExit):
         parse_resolutions(parser, "a14b@1024x1024", FULL)
+
+
+def test_fp8_scales_are_row_or_tensor():
+    assert PerformanceSettings().fp8_scales == "row"  # the preset's: torchao's per-row scales
+    assert PerformanceSettings(fp8=True, fp8_scales="tensor").fp8_scales == "tensor"
+    with pytest.raises(ValueError, match="fp8_scales must be one of row, tensor, got 'block'"):
+        PerformanceSettings(fp8=True, fp8_scales="block")
+    with pytest.raises(ValueError, match="scales must be one of row, tensor, got 'column'"):
+        performance.quantize_blocks_fp8(torch.nn.Linear(16, 16), scales="column")

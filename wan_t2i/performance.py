@@ -33,6 +33,7 @@ GB = 1e9
 LOW_MEMORY_HEADROOM_GB = 12.0
 FP8_MIN_CAPABILITY = (8, 9)  # float8 matrix instructions: Ada (8.9), Hopper (9.0) and later
 FP8_ALIGNMENT = 16  # torch._scaled_mm needs both sides of a float8 weight to be multiples of 16
+FP8_SCALES = ("row", "tensor")  # the float8 scale granularities torchao offers for dynamic quantisation
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class PerformanceSettings:
     low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
     resident_gb: float = 0.0  # with low_memory: GB of transformer blocks kept on the GPU instead, split between them
     fp8: bool = False  # torchao float8 dynamic quantisation (per-row scales) of the blocks' linear layers; no undo
+    fp8_scales: str = "row"  # with fp8: "row" (a scale per row: torchao's, diffusers' documented choice) or "tensor"
     # A folder: run the transformers ahead-of-time compiled (wan_t2i.aot), each input shape's package built once and
     # loaded from here by every later start; in place of `compile`, which traces anew at every start.
     compile_cache: str | None = None
@@ -62,6 +64,8 @@ class PerformanceSettings:
                 "compile_cache cannot be combined with low_memory or fp8: its packages run the layers as loaded, "
                 "on one device"
             )
+        if self.fp8_scales not in FP8_SCALES:
+            raise ValueError(f"fp8_scales must be one of {', '.join(FP8_SCALES)}, got {self.fp8_scales!r}")
         if not _is_finite_number(self.resident_gb) or self.resident_gb < 0:
             raise ValueError(f"resident_gb must be a number of GB >= 0, got {self.resident_gb!r}")
         if self.attention is not None and self.attention not in ATTENTION_BACKENDS:
@@ -198,7 +202,7 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         components.vae.to(settings.vae_dtype)
     for transformer in transformers_of(components):
         if settings.fp8:
-            quantize_blocks_fp8(transformer)
+            quantize_blocks_fp8(transformer, scales=settings.fp8_scales)
         elif is_quantized(transformer):
             raise ValueError("this model's blocks are in fp8, which cannot be undone: load it again for other settings")
         uncompile_ahead(transformer)
@@ -312,11 +316,14 @@ def _repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in transformer.modules() if type(m).__name__ in names]
 
 
-def quantize_blocks_fp8(transformer: torch.nn.Module) -> None:
+def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> None:
     """torchao's float8 dynamic activation + weight quantisation with per-row scales (what diffusers' TorchAoConfig
-    calls "float8dq_e4m3_row") on every linear layer of the repeated blocks, in place; the embedders, the output
-    projection and layers whose sides are not multiples of 16 stay as they are. Quantised blocks are left alone."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    calls "float8dq_e4m3_row"; `scales="tensor"`: one scale per tensor, "float8dq_e4m3_tensor") on every linear layer
+    of the repeated blocks, in place; the embedders, the output projection and layers whose sides are not multiples
+    of 16 stay as they are. Quantised blocks are left alone."""
+    if scales not in FP8_SCALES:
+        raise ValueError(f"scales must be one of {', '.join(FP8_SCALES)}, got {scales!r}")
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
 
     def fits(module: torch.nn.Module, _name: str) -> bool:
         return (
@@ -326,7 +333,7 @@ def quantize_blocks_fp8(transformer: torch.nn.Module) -> None:
             and module.out_features % FP8_ALIGNMENT == 0
         )
 
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if scales == "row" else PerTensor())
     for block in _repeated_blocks(transformer):
         quantize_(block, config, filter_fn=fits)
 
