@@ -170,14 +170,14 @@ def test_compare_side_by_side_in_a_real_browser(url: str, tmp_path: Path) -> Non
         assert (tmp_path / "compare.png").stat().st_size > 10_000
         # The pair is shown once (#8): side by side, or as a slider with labelled ends, never both.
         assert not page.locator("#slider").is_visible()
-        page.locator("#view").get_by_text("slider").click()
+        page.locator("#view input[type=checkbox]").check()
         page.locator("#slider img").first.wait_for(state="visible")
         assert not page.locator("#image-b").is_visible() and page.locator("#slider img").count() == 2
         assert (
             "A: legacy_ddim" in page.locator("#slider").inner_text()
             and "B: flow_unipc" in page.locator("#slider").inner_text()
         )
-        page.locator("#view").get_by_text("side by side").click()
+        page.locator("#view input[type=checkbox]").uncheck()
         page.locator("#image-b img").wait_for(state="visible")
         assert not page.locator("#slider").is_visible()
         with page.expect_download() as download:  # the pair downloads as one labelled PNG named for what it shows

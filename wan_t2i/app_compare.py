@@ -29,7 +29,6 @@ MAX_STEPS_UI = 100  # the slider's range (request.PUBLIC_STEPS); the API accepts
 MAX_SHIFT_UI = 20.0
 IMAGE_HEIGHT = 360  # pixels on the page; the images themselves keep the size they were rendered at
 LESSON_SEED = 0  # every lesson renders from this seed, so that its pinned result is what a click asks for
-VIEWS = ("side by side", "slider")
 DESCRIPTION = """\
 A text-to-image student distilled from a Wan video model was trained with **flow matching**: it predicts a velocity.
 The legacy **DDIM** loop reads that velocity as noise, so every step pushes the latents further out, far past the range
@@ -159,18 +158,18 @@ def add_compare_tab(
         side_by_side = gr.Checkbox(label="Compare side by side", value=True, elem_id="compare")
         sampler_a = gr.Dropdown(sampler_choices(), value=start["sampler_a"], label="Sampler A", elem_id="sampler-a")
         sampler_b = gr.Dropdown(sampler_choices(), value=start["sampler_b"], label="Sampler B", elem_id="sampler-b")
-        model_a = gr.Radio(list(MODELS), value="student", label="Model A", visible=has_teacher)
-        model_b = gr.Radio(list(MODELS), value="student", label="Model B", visible=has_teacher)
-        view = gr.Radio(list(VIEWS), value=VIEWS[0], label="View", elem_id="view")
+        model_a = gr.Dropdown(list(MODELS), value="student", label="Model A", visible=has_teacher)
+        model_b = gr.Dropdown(list(MODELS), value="student", label="Model B", visible=has_teacher)
+        view = gr.Checkbox(label="As a slider", value=False, elem_id="view", info="A and B in one frame")
     status = gr.Markdown(elem_id="status", min_height=24)  # the one progress display
     image = dict(format="png", interactive=False, height=IMAGE_HEIGHT, buttons=image_buttons())
     with gr.Row(equal_height=True) as pair_row:
         with gr.Column() as column_a:
             image_a = gr.Image(**initial(first.get("image_a"), label="A"), elem_id="image-a", **image)
-            badge_a = gr.HTML(first.get("badge_a", ""), elem_id="badge-a")
+            badge_a = gr.Markdown(first.get("badge_a", ""), elem_id="badge-a")
         with gr.Column():
             image_b = gr.Image(**initial(first.get("image_b"), label="B"), elem_id="image-b", **image)
-            badge_b = gr.HTML(first.get("badge_b", ""), elem_id="badge-b")
+            badge_b = gr.Markdown(first.get("badge_b", ""), elem_id="badge-b")
     slider = gr.ImageSlider(
         **initial(first.get("slider"), label="A | B"), type="filepath", format="png", height=IMAGE_HEIGHT,
         interactive=False, visible=False, elem_id="slider",
@@ -237,11 +236,11 @@ def add_compare_tab(
     }"""  # gr.Image has no alt text of its own: the run's alt texts go onto its <img> elements
     alt_text.change(None, inputs=alt_text, js=alt_js, **quiet)
     tab.on_load.append(dict(fn=None, inputs=alt_text, js=alt_js, **quiet))  # the opening's, once the page is there
-    sides = [column_a, sampler_a] + ([model_a] if has_teacher else [])
+    sides = [column_a, sampler_a, view] + ([model_a] if has_teacher else [])
 
-    def show_view(on: bool, chosen: str) -> list[dict]:
-        """Side by side, or the slider (a pair only); A's column and controls only while comparing."""
-        slider_on = on and chosen == "slider"
+    def show_view(on: bool, as_slider: bool) -> list[dict]:
+        """Side by side, or the slider (a pair only); A's column and the pair's controls only while comparing."""
+        slider_on = on and as_slider
         return [gr.update(visible=not slider_on), gr.update(visible=slider_on), *[gr.update(visible=on)] * len(sides)]
 
     gr.on([side_by_side.change, view.change], show_view, [side_by_side, view], [pair_row, slider, *sides], **quiet)
