@@ -401,3 +401,20 @@ def test_progress_shows_the_decode_after_the_last_step() -> None:
     assert shown == [((1, 3), "sampling"), ((2, 3), "sampling"), (None, "decoding the image (VAE, one frame)")]
     report_progress(progress, Job("sweep"), 3, 3)
     assert shown[-1] == ((3, 3), "sweep")
+
+
+def test_a_sweeps_progress_names_the_cells_running(tiny_pipe) -> None:
+    """The Sweep tab's progress says which cells run, not only steps: a real sweep job through `execute`."""
+    from wan_t2i.handlers import report_progress
+    from wan_t2i.jobs import Job, execute
+
+    request = tiny_pipe.request("A serene lake at sunset", steps=2, seed=3)
+    events = []
+    sweep = execute(tiny_pipe, Job("sweep", request=request, axes={"shift": [1.0, 5.0, 9.0]}), events.append)
+    assert len(sweep.cells) == 3 and events and all(e[0] == "step" for e in events)
+    assert events[-1][1] == events[-1][2]  # the last one: every step done
+    shown = []
+    for event in events:
+        report_progress(lambda value, desc=None, unit=None: shown.append(desc), Job("sweep"), *event[1:])
+    assert all(desc.startswith("sweep: cell") for desc in shown), shown
+    assert shown[-1].endswith("/3 · step 2/2"), shown

@@ -244,14 +244,17 @@ class Handler:
     # The GPU side --------------------------------------------------------------------------------------------------
 
 
-def report_progress(progress: gr.Progress | None, job: Job, i: int, total: int) -> None:
-    """Gradio's progress display: the steps, then the decode once the last step is done."""
+def report_progress(progress: gr.Progress | None, job: Job, i: int, total: int, where: str = "") -> None:
+    """Gradio's progress display: the steps, then the decode once the last step is done; a sweep's with the cells
+    running (`where`: "cells 1-4/6 · step 12/20")."""
     if progress is None:
         return
     if job.kind == "generate" and i >= total:
         progress(None, desc="decoding the image (VAE, one frame)")
+    elif job.kind == "sweep":
+        progress((i, total), desc=f"sweep: {where}" if where else "sweep", unit="steps")
     else:
-        progress((i, total), desc="sweep" if job.kind == "sweep" else "sampling", unit="steps")
+        progress((i, total), desc="sampling", unit="steps")
 
 
 def outcome(job: Future) -> Any:

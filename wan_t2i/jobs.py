@@ -98,7 +98,8 @@ def execute(pipe: WanT2IPipeline, job: Job, emit: Callable[[tuple], None]) -> An
     if job.kind == "sweep":
         from wan_t2i.sweep import MAX_CELLS
 
-        return pipe.sweep(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS, progress=step)
+        cells = lambda p: emit(("step", p.done, p.total, str(p)))  # noqa: E731  "cells 1-4/6 · step 12/20"
+        return pipe.sweep(job.request, job.axes, max_cells=job.max_cells or MAX_CELLS, on_progress=cells)
     if job.kind == "diagnose":
         from wan_t2i.doctor.diagnose import diagnose  # the module: the package attribute is the module
 
