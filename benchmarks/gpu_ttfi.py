@@ -86,6 +86,10 @@ def child_ttfi(args: argparse.Namespace) -> None:
     else:
         settings = PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
     settings = replace(settings, compile=settings.compile and not args.no_compile, compile_cache=args.compile_cache)
+    if args.compile_cache:
+        import wan_t2i.aot
+
+        wan_t2i.aot.ALLOW_CUDA = True  # measured here, where a crash costs only this child process
     apply(components, settings)
     pipe = WanT2IPipeline(components)
     first, _ = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))

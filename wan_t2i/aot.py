@@ -28,6 +28,10 @@ from typing import Any
 
 import torch
 
+# Loading a package on CUDA crashed the process (SIGSEGV in `aoti_load_package`, a package this module had just built)
+# on an H100 with torch 2.11.0+cu130: benchmarks/records/2026-12-07-h100-1.3b. Until that is understood, the cache
+# runs on the CPU only; set True to try CUDA anyway (the GPU benchmark's ttfi section does, to measure it).
+ALLOW_CUDA = False
 MAX_BATCH = 64  # rows of one forward (a sweep's chunk at most): the dynamic batch dimension's upper bound
 FORMAT = 1  # of the package folder; a change here builds every package anew
 log = logging.getLogger(__name__)
@@ -181,6 +185,15 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / "package.pt2"
+
+
+def check_device(device: str | torch.device) -> None:
+    """ValueError, in one line, for a device the cache does not run on yet (CUDA: see ALLOW_CUDA)."""
+    if torch.device(device).type == "cuda" and not ALLOW_CUDA:
+        raise ValueError(
+            "compile_cache runs on the CPU only for now: on CUDA, loading a compiled package crashed the process "
+            "(H100, torch 2.11; docs/performance.md#compiled-once-not-at-every-start): use the fastest preset"
+        )
 
 
 def compile_ahead(transformer: torch.nn.Module, cache: str | os.PathLike) -> AotForward:

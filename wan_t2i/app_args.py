@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wan_t2i.choices import DTYPES, PRESETS
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from wan_t2i.pipeline import WanT2IPipeline
 
 KEEP_OUTPUTS_SECONDS = 3600  # served images are deleted once this old (docs/reliability.md)
-SPACE_COMPILE_CACHE = "/data/wan-t2i-compiled"  # a Space's persistent storage, where it has some: kept across restarts
 
 
 ENVIRONMENT = """\
@@ -68,7 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compile_cache",
         default=env("WAN_T2I_COMPILE_CACHE"),
         help="a folder: run the transformers ahead-of-time compiled, built once (at start-up, minutes) and loaded by "
-        "every later start; on a ZeroGPU Space, fastest uses one by default (docs/performance.md)",
+        "every later start; CPU only for now: refused on CUDA (docs/performance.md)",
     )
     parser.add_argument(
         "--devices",
@@ -127,8 +125,8 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
 
 
 def pipeline_options(args: argparse.Namespace) -> dict:
-    """`from_pretrained`'s keyword arguments for the flags. On a ZeroGPU Space, which runs no `torch.compile`, a
-    compiling preset compiles ahead of time instead (into `--compile_cache`, default `SPACE_COMPILE_CACHE`)."""
+    """`from_pretrained`'s keyword arguments for the flags. On a ZeroGPU Space, which runs no `torch.compile`,
+    `fastest` is all of it but the compilation (the bf16 VAE, TF32), and `fp8`, which needs it, is refused."""
     from wan_t2i import zerogpu
 
     options = dict(
@@ -143,6 +141,12 @@ def pipeline_options(args: argparse.Namespace) -> dict:
     if zerogpu.on_zerogpu():
         if args.performance == "fp8":
             raise ValueError("the fp8 preset compiles with torch.compile, which ZeroGPU does not run: use fastest")
-        if args.performance == "fastest" and args.compile_cache is None:
-            options["compile_cache"] = SPACE_COMPILE_CACHE if Path("/data").is_dir() else zerogpu.local_compile_cache()
+        if args.performance == "fastest":
+            # Ahead-of-time packages (compile_cache, what ZeroGPU's spaces.aoti_* apply) would stand in for the
+            # compilation, but loading one crashed on CUDA (wan_t2i.aot.ALLOW_CUDA): eager until that works.
+            import torch
+
+            from wan_t2i.performance import PerformanceSettings
+
+            options["performance"] = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True)
     return options

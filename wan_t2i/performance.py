@@ -193,6 +193,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
 
     Call it before the first generation: compilation happens lazily at the first forward of each shape.
     """
+    if settings.compile_cache is not None:
+        from wan_t2i.aot import check_device
+
+        check_device(components.device)
     if settings.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

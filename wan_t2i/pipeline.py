@@ -19,7 +19,7 @@ from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, Row, guided_model_fn
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components, resolve_device
-from wan_t2i.performance import apply, preset
+from wan_t2i.performance import PerformanceSettings, apply, preset
 from wan_t2i.previews import WAN21_FACTORS, LatentRGB
 from wan_t2i.replicas import Replica, check_devices, experts_of, replicate, run_on_replicas
 from wan_t2i.request import MAX_SEED, GenerationRequest, ModelSpec
@@ -124,7 +124,7 @@ class WanT2IPipeline:
         model_path=None,
         teacher_path=None,
         *,
-        performance: str = "default",
+        performance: str | PerformanceSettings = "default",
         gpu_memory_gb: float | None = None,
         devices: Sequence[str | torch.device] | None = None,
         compile_cache: str | None = None,
@@ -132,8 +132,9 @@ class WanT2IPipeline:
     ) -> WanT2IPipeline:
         """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
 
-        `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory"), applied to the
-        loaded modules for their device; see docs/performance.md for what each buys. `gpu_memory_gb`, with
+        `performance` names a preset of `wan_t2i.performance` ("default", "fastest", "low_memory", "fp8"), applied
+        to the loaded modules for their device, or is a PerformanceSettings of one's own; see docs/performance.md
+        for what each buys. `gpu_memory_gb`, with
         low_memory: the GPU memory it may plan for (default: the whole card). `devices` (instead of `device`), e.g.
         ["cuda:0", "cuda:1"]: load on the first and copy the transformers onto the others, so that the branches of
         a pair or a sweep run split over them, one thread per device (`wan_t2i.replicas`). `compile_cache`, a
@@ -147,8 +148,16 @@ class WanT2IPipeline:
             devices = check_devices(devices)
             device = devices[0]
         device = resolve_device(device)
-        settings = preset(performance, device, gpu_memory_gb)
+        if isinstance(performance, PerformanceSettings):
+            if gpu_memory_gb is not None:
+                raise ValueError("gpu_memory_gb goes with the low_memory preset's name, not with PerformanceSettings")
+            settings = performance
+        else:
+            settings = preset(performance, device, gpu_memory_gb)
         if compile_cache is not None:
+            from wan_t2i.aot import check_device
+
+            check_device(device)  # before minutes of loading
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`

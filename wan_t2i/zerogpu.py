@@ -65,14 +65,6 @@ def on_zerogpu() -> bool:
     return bool(os.environ.get("SPACE_ID")) and spaces is not None
 
 
-def local_compile_cache() -> str:
-    """Where compiled packages go without persistent storage: the user's cache folder (lost when a Space restarts on
-    a new machine, kept when it restarts on the same one)."""
-    import os
-
-    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "wan-t2i", "compiled")
-
-
 def on_gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:
     """`spaces.GPU(duration=...)` on a ZeroGPU Space; a no-op where the `spaces` package is missing."""
     if spaces is None:
