@@ -80,22 +80,30 @@ def compare(page: Page, prompt: str, screenshot: Path | None = None, *, seed: in
 
 
 def set_seed(page: Page, seed: int) -> None:
-    """Type `seed` into the Advanced accordion's Seed field, closing the accordion again."""
+    """Type `seed` into the Advanced accordion's Seed field, closing the accordion again.
+
+    On a slow first visit, the field's value has been seen to change back to the model's default after the typing
+    (the app had answered it: Randomize unticked), so Generate used seed 0. Each attempt ticks Randomize, types the
+    seed, waits for the app's answer (Randomize unticked: the page took the typed value), lets the page settle, and
+    checks that the field still holds the seed; otherwise it types again."""
     from playwright.sync_api import expect
 
     page.get_by_text("Advanced").click()
     randomize = page.locator("#randomize-seed input[type=checkbox]")
-    randomize.check()  # ticked here, so that the app unticking it proves the page took the typed seed
-    for attempt in range(3):  # a page still wiring itself up can drop a keystroke; the app's answer tells
-        page.locator("#seed input").fill(str(seed))
-        page.locator("#seed input").press("Tab")
-        try:  # the app's answer to the typed seed: the page's value is now `seed`
+    box = page.locator("#seed input")
+    box.wait_for(state="visible")
+    for attempt in range(5):
+        randomize.check()  # ticked here, so that the app unticking it proves the page took the typed seed
+        box.fill(str(seed))
+        box.press("Tab")
+        try:
             expect(randomize).not_to_be_checked(timeout=5_000)
+            page.wait_for_timeout(500)  # a late update of the field would land here
+            expect(box).to_have_value(str(seed), timeout=1_000)
             break
         except AssertionError:
-            if attempt == 2:
+            if attempt == 4:
                 raise
-    expect(page.locator("#seed input")).to_have_value(str(seed))
     page.get_by_text("Advanced").click()  # closed again, so the images are in view
 
 
