@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wan_t2i.app_args import KEEP_OUTPUTS_SECONDS, load_pipeline, parse_args, pipeline_options
+from wan_t2i.app_args import KEEP_OUTPUTS_SECONDS, load_pipeline, parse_args
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -121,12 +121,10 @@ def create_demo(
 def build(argv: Sequence[str] | None = None) -> gr.Blocks:
     """Parse the flags, load the pipeline once and create the demo around it; exits with a message on bad flags."""
     args = parse_args(argv)
-    from wan_t2i.pipeline import WanT2IPipeline
     from wan_t2i.request import Limits
 
     try:
-        options = pipeline_options(args)
-        pipe = WanT2IPipeline.from_pretrained(args.model_path, args.teacher_path, **options)
+        pipe = load_pipeline(args)
         limits = Limits.for_model(pipe.defaults, max_work=args.max_work, max_seconds=args.max_render_seconds)
     except ValueError as error:  # ModelLoadError (a path, device or dtype), or settings that do not fit
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
@@ -137,7 +135,7 @@ def build(argv: Sequence[str] | None = None) -> gr.Blocks:
         render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded),
         limits=limits,
         keep_outputs_seconds=args.keep_outputs_seconds,
-        warm_up=options.get("compile_cache") is not None,
+        warm_up=args.compile_cache is not None,
     )
     demo.launch_args |= dict(server_name=args.server_name, server_port=args.server_port)
     return demo

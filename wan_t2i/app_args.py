@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from wan_t2i.choices import DTYPES, PRESETS
+from wan_t2i.choices import DTYPES, PRESETS, device_list
 
 if TYPE_CHECKING:
     from wan_t2i.pipeline import WanT2IPipeline
@@ -133,10 +133,9 @@ def pipeline_options(args: argparse.Namespace) -> dict:
         device=args.device, dtype=args.dtype, with_teacher=args.with_teacher, performance=args.performance,
         gpu_memory_gb=args.gpu_memory_gb, compile_cache=args.compile_cache,
     )  # fmt: skip
-    if args.devices:
-        if args.device:
-            raise ValueError("give --device or --devices, not both: the model loads on the first of --devices")
-        options["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
+    devices = device_list(args.device, args.devices)
+    if devices is not None:
+        options["devices"] = devices
         del options["device"]
     if zerogpu.on_zerogpu():
         if args.performance == "fp8":

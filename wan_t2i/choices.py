@@ -17,3 +17,13 @@ SAMPLER_NOTES = {
 SAMPLERS = tuple(SAMPLER_NOTES)
 PRESETS = ("default", "fastest", "low_memory", "fp8")  # the keys of `wan_t2i.performance.PRESETS`
 DTYPES = ("bf16", "fp16", "fp32")  # what `wan_t2i.loading.parse_dtype` reads (it also takes the long names)
+
+
+def device_list(device: str | None, devices: str | None) -> list[str] | None:
+    """The CLI's and the app's --devices ("cuda:0, cuda:1") as a list, None without it; ValueError, in one line,
+    where --device is given too."""
+    if not devices:
+        return None
+    if device:
+        raise ValueError("give --device or --devices, not both: the model loads on the first of --devices")
+    return [d.strip() for d in devices.split(",") if d.strip()]

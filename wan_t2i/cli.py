@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from wan_t2i.choices import DTYPES, PRESETS, SAMPLER_NOTES, SAMPLERS
+from wan_t2i.choices import DTYPES, PRESETS, SAMPLER_NOTES, SAMPLERS, device_list
 from wan_t2i.sweep_axes import MAX_CELLS, check_axes, parse_axis
 
 COMPARE_SAMPLERS = ("legacy_ddim", "flow_unipc")
@@ -202,11 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_writable(output_path)  # before the model loads and renders, not after
         axes = sweep_axes(args.sweep, args.max_cells) if args.sweep else None  # so is the sweep
+        devices = device_list(args.device, args.devices)
     except ValueError as error:
         print(f"error: {in_flags(str(error))}", file=sys.stderr)
-        return 2
-    if args.devices and args.device:
-        print("error: give --device or --devices, not both: the model loads on the first of --devices", file=sys.stderr)
         return 2
     if args.sweep and (args.compare or args.compare_teacher or args.preview_every):
         print(
@@ -229,7 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_library_progress()
     try:
-        devices = {"devices": [d.strip() for d in args.devices.split(",") if d.strip()]} if args.devices else {}
         pipe = WanT2IPipeline.from_pretrained(
             args.model_path,
             args.teacher_path,
@@ -240,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             performance=args.performance,
             gpu_memory_gb=args.gpu_memory_gb,
             compile_cache=args.compile_cache,
-            **devices,
+            **({"devices": devices} if devices is not None else {}),
         )
         samplers = [name or pipe.defaults.sampler for name in samplers]  # no --sampler: the model's default
         request = pipe.request(

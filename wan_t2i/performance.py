@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from wan_t2i.aot import compile_ahead, uncompile_ahead
+from wan_t2i.aot import check_device, compile_ahead, uncompile_ahead
 from wan_t2i.loading import WanComponents
 
 logger = logging.getLogger(__name__)
@@ -194,8 +194,6 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
     Call it before the first generation: compilation happens lazily at the first forward of each shape.
     """
     if settings.compile_cache is not None:
-        from wan_t2i.aot import check_device
-
         check_device(components.device)
     if settings.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
