@@ -234,6 +234,22 @@ def main_row(items: dict, ratios: dict, shape: str) -> str:
     )
 
 
+def workloads_text(w: dict | None) -> str:
+    """The sweep and the previewed pair under graphs against the same without (bench_cudagraphs)."""
+    if not w:
+        return ""
+    g, p = w["graphs"], w["plain"]
+    return (
+        f"; 2x2 sweep {fmt(g['sweep_s'], '.2f')} s vs {fmt(p['sweep_s'], '.2f')} s without graphs "
+        f"({fmt(w['sweep_vs_plain'], '.2f')}x; first {fmt(g['sweep_first_s'], '.1f')} / "
+        f"{fmt(p['sweep_first_s'], '.1f')} s), pair with previews every 5 steps {fmt(g['previews_s'], '.2f')} s vs "
+        f"{fmt(p['previews_s'], '.2f')} s ({fmt(w['previews_vs_plain'], '.2f')}x; {g['previews_seen']} previews); "
+        f"lowest PSNR graphs vs without: sweep cells {fmt(w['sweep_psnr_db_min'], '.1f')} dB, previewed pair "
+        f"{fmt(w['previews_psnr_db_min'], '.1f')} dB; previews vs none under graphs "
+        f"{fmt(w['previews_change_images_db'], '.1f')} dB"
+    )
+
+
 def other_row(items: dict, key: str, value: dict) -> str | None:
     """The row of the "other" table for `key`, or None for the items the main table holds."""
     if "error" in value and key.startswith(EXTRA_SECTIONS):
@@ -256,7 +272,8 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image, "
             f"{fmt(value.get('pair_vs_compiled'), '.2f')}x the pair without graphs); bare loop under graphs b2 / b4 "
             f"{fmt(floors[0], '.3f')} / {fmt(floors[1], '.3f')} s; first image "
-            f"{cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager {cell(items, key, 'psnr_db', '.1f')} dB |"
+            f"{cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager {cell(items, key, 'psnr_db', '.1f')} dB"
+            f"{workloads_text(value.get('workloads'))} |"
         )
     if key.startswith("fp8cap"):
         return fp8cap_row(key, value)

@@ -250,11 +250,68 @@ def bench_cudagraphs(bench: Bench, tokenizer) -> None:
         floors = {
             f"floor_b{b}": measure_floor(components.transformer, b, size, scale.steps, 3, peak)[0] for b in (2, 4)
         }
+        graphs = sweep_and_previews(pipe, size, scale.steps)
+        torch._dynamo.reset()
+        apply(components, replace(settings, compile_mode="default"))  # the same without graphs, for the ratios
+        plain = sweep_and_previews(pipe, size, scale.steps)
         return result | floors | {
             "settings": repr(settings), "pair": pair, "vs_compiled": result["median_s"] / one if one else None,
             "pair_vs_one": pair["median_s"] / result["median_s"],
             "pair_vs_compiled": pair["median_s"] / one_pair if one_pair else None,
             "vs_floor_b2": result["median_s"] / floors["floor_b2"]["median_s"],
+            "workloads": compare_workloads(graphs, plain),
         }  # fmt: skip
 
     bench.item("cudagraphs", f"cudagraphs/{tag(model, size)}", run)
+
+
+SWEEP_AXES = {"sampler": ["flow_unipc", "flow_euler"], "shift": [3.0, 5.0]}  # four cells, one batched run
+PREVIEW_EVERY = 5
+SEED_OF_WORKLOADS = 7
+
+
+def sweep_and_previews(pipe: WanT2IPipeline, size: tuple[int, int], steps: int) -> dict:
+    """What else a server runs besides one image, under the pipeline's current settings: a 2x2 sweep (its batch of
+    four cells) and the pair with live previews every PREVIEW_EVERY steps; each timed after one warm-up run, with the
+    images to compare across settings."""
+    height, width = size
+    request = pipe.request(REFERENCE_PROMPT, steps=steps, height=height, width=width, seed=SEED_OF_WORKLOADS)
+    first_sweep_s, _ = timed(lambda: pipe.sweep(request, SWEEP_AXES))
+    sweep_s, sweep = timed(lambda: pipe.sweep(request, SWEEP_AXES))
+    frames: list[int] = []
+
+    def previewed():
+        return pipe.generate(
+            REFERENCE_PROMPT, samplers=PAIR, steps=steps, height=height, width=width, seed=SEED_OF_WORKLOADS,
+            preview_every=PREVIEW_EVERY, on_preview=lambda done, total, previews: frames.append(done),
+        )  # fmt: skip
+
+    first_preview_s, _ = timed(previewed)
+    preview_s, generation = timed(previewed)
+    plain_s, plain = timed(lambda: pipe.generate(REFERENCE_PROMPT, samplers=PAIR, steps=steps, height=height,
+                                                 width=width, seed=SEED_OF_WORKLOADS))  # fmt: skip
+    return {
+        "sweep_first_s": first_sweep_s, "sweep_s": sweep_s, "sweep_images": [cell.image for cell in sweep.cells],
+        "previews_first_s": first_preview_s, "previews_s": preview_s, "previews_seen": len(frames) // 2,
+        "pair_s": plain_s, "preview_images": [generation.results[label].image for label in PAIR],
+        "pair_images": [plain.results[label].image for label in PAIR],
+    }  # fmt: skip
+
+
+def compare_workloads(graphs: dict, plain: dict) -> dict:
+    """Times under graphs and without, their ratios, and how far the graphs' images are from the plain ones (PSNR, dB;
+    inf where identical); previews must not change the final images (previewed pair against the plain pair)."""
+
+    def lowest(a: list, b: list) -> float:
+        return min(psnr(x, y) for x, y in zip(a, b, strict=True))
+
+    times = ("sweep_first_s", "sweep_s", "previews_first_s", "previews_s", "pair_s")
+    return {
+        "graphs": {k: graphs[k] for k in times + ("previews_seen",)},
+        "plain": {k: plain[k] for k in times + ("previews_seen",)},
+        "sweep_vs_plain": graphs["sweep_s"] / plain["sweep_s"],
+        "previews_vs_plain": graphs["previews_s"] / plain["previews_s"],
+        "sweep_psnr_db_min": lowest(graphs["sweep_images"], plain["sweep_images"]),
+        "previews_psnr_db_min": lowest(graphs["preview_images"], plain["preview_images"]),
+        "previews_change_images_db": lowest(graphs["preview_images"], graphs["pair_images"]),
+    }  # fmt: skip

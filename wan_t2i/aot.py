@@ -32,8 +32,17 @@ import torch
 # on an H100 with torch 2.11.0+cu130: benchmarks/records/2026-12-07-h100-1.3b. Until that is understood, the cache
 # runs on the CPU only; set True to try CUDA anyway (the GPU benchmark's ttfi section does, to measure it).
 ALLOW_CUDA = False
+# AOTInductor's options for a package without its weights. `package_constants_in_so` off: the package binds the
+# transformer's own tensors at load (see `AotForward._bind`). Constant folding off and every tensor constant kept, as
+# `spaces.aoti_compile` (ZeroGPU) sets them: a folded constant (a weight transposed or cast at build time) would be a
+# tensor the package needs but no parameter provides.
+INDUCTOR_OPTIONS: dict[str, Any] = {
+    "aot_inductor.package_constants_in_so": False,
+    "always_keep_tensor_constants": True,
+    "joint_graph_constant_folding": False,
+}
 MAX_BATCH = 64  # rows of one forward (a sweep's chunk at most): the dynamic batch dimension's upper bound
-FORMAT = 1  # of the package folder; a change here builds every package anew
+FORMAT = 2  # of the package folder; a change here builds every package anew
 log = logging.getLogger(__name__)
 
 
@@ -175,9 +184,8 @@ def build(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        options = {"aot_inductor.package_constants_in_so": False}
         torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
-                                                 inductor_configs=options)  # fmt: skip
+                                                 inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
         (staging / "fingerprint.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
         if folder.exists():  # a package that did not load, or of another fingerprint: replaced
             shutil.rmtree(folder)
