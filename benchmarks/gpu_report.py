@@ -246,7 +246,9 @@ def workloads_text(w: dict | None) -> str:
         f"{fmt(p['previews_s'], '.2f')} s ({fmt(w['previews_vs_plain'], '.2f')}x; {g['previews_seen']} previews); "
         f"lowest PSNR graphs vs without: sweep cells {fmt(w['sweep_psnr_db_min'], '.1f')} dB, previewed pair "
         f"{fmt(w['previews_psnr_db_min'], '.1f')} dB; previews vs none under graphs "
-        f"{fmt(w['previews_change_images_db'], '.1f')} dB"
+        f"{fmt(w['previews_change_images_db'], '.1f')} dB; the pair in a new thread (as app jobs run), twice: "
+        f"{' / '.join(fmt(t, '.2f') for t in g['threads_s'])} s vs "
+        f"{' / '.join(fmt(t, '.2f') for t in p['threads_s'])} s"
     )
 
 
