@@ -54,7 +54,7 @@ def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache
     attention = settings.attention or "none"
     cache = tempfile.mkdtemp(prefix="ttfi-inductor-")
     env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
-    command = [sys.executable, "-m", "benchmarks.gpu", CHILD_FLAG, model, f"{size[0]}x{size[1]}"]
+    command = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.gpu", CHILD_FLAG, model, f"{size[0]}x{size[1]}"]
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
     command += ["--compile-cache", compile_cache] if compile_cache else []
