@@ -8,7 +8,12 @@ with Python's faulthandler trace, are kept in the report.
 Variants: options `plain` (only `package_constants_in_so` off, as wan_t2i.aot had it when loading crashed on an
 H100) or `spaces` (wan_t2i.aot.INDUCTOR_OPTIONS: also constant folding off and tensor constants kept, as ZeroGPU's
 `spaces.aoti_compile` sets them); attention in PyTorch's default order or cuDNN first (the `fastest` preset's order
-on Hopper). Sizes: `tiny` (2 layers of width 64 at 64x64) and `1.3b-2` (two layers of the 1.3B at 480x832).
+on Hopper). Sizes: `linear` (one `torch.nn.Linear`, packaged with AOTInductor's own defaults: whether AOTInductor
+packages load on this platform at all, nothing of this project's involved), `tiny` (2 layers of width 64 at 64x64) and
+`1.3b-2` (two layers of the 1.3B at 480x832).
+
+Measured on an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti): every variant, and the single
+Linear, died of SIGSEGV inside `torch._inductor.aoti_load_package` (pt2_archive `_load_aoti`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
         aot.INDUCTOR_OPTIONS = dict(PLAIN)
     if attention == "cudnn":
         prefer_attention_backend("cudnn")
+    if size == "linear":
+        return linear_package(folder)
     config, (height, width) = SIZES[size]
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=16, out_channels=16, **config)
@@ -81,6 +88,32 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
     }  # fmt: skip
 
 
+def linear_package(folder: str) -> dict:
+    """A single Linear exported, packaged with AOTInductor's defaults and loaded back: the smallest case there is."""
+    import torch
+
+    torch.manual_seed(0)
+    module, x = torch.nn.Linear(64, 64).cuda(), torch.randn(4, 64, device="cuda")
+    with torch.no_grad():
+        path = torch._inductor.aoti_compile_and_package(
+            torch.export.export(module, (x,)), package_path=str(Path(folder) / "linear.pt2")
+        )
+        print("STAGE load", flush=True)
+        loaded = torch._inductor.aoti_load_package(path)
+        print("STAGE run", flush=True)
+        diff = (loaded(x) - module(x)).abs().max().item()
+    return {"built": 1, "loaded": 1, "max_abs_diff": diff}
+
+
+def crash_trace(stderr: str) -> str:
+    """Python's faulthandler report of the crashing thread (its stack, without the list of extension modules)."""
+    start = stderr.find("Current thread")
+    if start < 0:
+        return stderr[-2500:]
+    end = stderr.find("Extension modules", start)
+    return stderr[start : end if end > 0 else None][-2500:]
+
+
 def run_child(size: str, options: str, attention: str, folder: str) -> dict:
     command = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.aoti_cuda", "--child", size, options,
                attention, folder]  # fmt: skip
@@ -91,19 +124,19 @@ def run_child(size: str, options: str, attention: str, folder: str) -> dict:
     if lines:
         return report | json.loads(lines[-1][5:])
     stages = [line for line in done.stdout.splitlines() if line.startswith("STAGE ")]
-    return report | {"last_stage": stages[-1] if stages else None, "stderr_tail": done.stderr[-2500:]}
+    return report | {"last_stage": stages[-1] if stages else None, "crash": crash_trace(done.stderr)}
 
 
 def variant(size: str, options: str, attention: str) -> dict:
     folder = tempfile.mkdtemp(prefix=f"aoti-{size}-{options}-{attention}-")
     first = run_child(size, options, attention, folder)
-    second = run_child(size, options, attention, folder) if first["returncode"] == 0 else None
+    second = run_child(size, options, attention, folder) if first["returncode"] == 0 and size != "linear" else None
     return {"size": size, "options": options, "attention": attention, "first_start": first, "second_start": second}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="tiny,1.3b-2")
+    parser.add_argument("--sizes", default="linear,tiny,1.3b-2")
     parser.add_argument("--options", default="plain,spaces")
     parser.add_argument("--attention", default="default,cudnn")
     parser.add_argument("--parallel", type=int, default=4)
@@ -115,7 +148,10 @@ def main() -> None:
         return
     import torch
 
-    cases = list(itertools.product(args.sizes.split(","), args.options.split(","), args.attention.split(",")))
+    sizes = args.sizes.split(",")
+    models = [s for s in sizes if s != "linear"]
+    cases = list(itertools.product(models, args.options.split(","), args.attention.split(",")))
+    cases = [("linear", "defaults", "default")] * ("linear" in sizes) + cases  # the Linear has no variants
     with ThreadPoolExecutor(args.parallel) as pool:
         reports = list(pool.map(lambda case: variant(*case), cases))
     meta = {"torch": torch.__version__, "device": torch.cuda.get_device_name(), "cudnn": torch.backends.cudnn.version()}

@@ -28,14 +28,15 @@ from typing import Any
 
 import torch
 
-# Loading a package on CUDA crashed the process (SIGSEGV in `aoti_load_package`, a package this module had just built)
-# on an H100 with torch 2.11.0+cu130: benchmarks/records/2026-12-07-h100-1.3b. Until that is understood, the cache
-# runs on the CPU only; set True to try CUDA anyway (the GPU benchmark's ttfi section does, to measure it).
+# Loading any AOTInductor package on CUDA crashes the process (SIGSEGV in PyTorch's own loader, `_load_aoti`) with
+# torch 2.11.0+cu130 on an H100, even a single nn.Linear packaged with AOTInductor's defaults:
+# benchmarks/records/2026-12-07-h100-aoti. A crash cannot be caught, so the cache runs on the CPU only; where
+# `python -m benchmarks.aoti_cuda --sizes linear` passes, set True to use it on CUDA.
 ALLOW_CUDA = False
 # AOTInductor's options for a package without its weights. `package_constants_in_so` off: the package binds the
 # transformer's own tensors at load (see `AotForward._bind`). Constant folding off and every tensor constant kept, as
 # `spaces.aoti_compile` (ZeroGPU) sets them: a folded constant (a weight transposed or cast at build time) would be a
-# tensor the package needs but no parameter provides.
+# tensor the package needs but no parameter provides. (They did not cure the CUDA crash above: that is PyTorch's.)
 INDUCTOR_OPTIONS: dict[str, Any] = {
     "aot_inductor.package_constants_in_so": False,
     "always_keep_tensor_constants": True,
@@ -199,8 +200,8 @@ def check_device(device: str | torch.device) -> None:
     """ValueError, in one line, for a device the cache does not run on yet (CUDA: see ALLOW_CUDA)."""
     if torch.device(device).type == "cuda" and not ALLOW_CUDA:
         raise ValueError(
-            "compile_cache runs on the CPU only for now: on CUDA, loading a compiled package crashed the process "
-            "(H100, torch 2.11; docs/performance.md#compiled-once-not-at-every-start): use the fastest preset"
+            "compile_cache runs on the CPU only for now: on CUDA, PyTorch's loader crashed on any compiled package "
+            "(H100, torch 2.11+cu130; docs/performance.md#compiled-once-not-at-every-start): use the fastest preset"
         )
 
 
