@@ -96,6 +96,7 @@ def test_a_sweep_splits_its_cells_over_the_devices(split_pipe, tiny_pipe):
         sweep = split_pipe.sweep("a green landscape", axes)
     one = tiny_pipe.sweep("a green landscape", axes)
     assert all(split.rows) and sum(map(len, split.rows)) > 0  # four cells over three devices: each has some
+    assert sweep.forwards == sum(map(len, split.rows))  # the sweep's count: every device's forwards
     for a, b in zip(sweep.cells, one.cells, strict=True):
         assert a.values == b.values and pixel_difference(a.image, b.image) <= 1, a.values
         assert a.diagnostics.final_std == pytest.approx(b.diagnostics.final_std, rel=1e-5)

@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -348,15 +349,19 @@ def _handover(pipe: WanT2IPipeline, request: GenerationRequest, diag: Diagnostic
 
 
 class ForwardCounter:
-    """Counts the forward calls of every transformer of a pipeline while active (`with counter:`)."""
+    """Counts the forward calls of every transformer of a pipeline while active (`with counter:`), on every device
+    its branches run on (`pipe.replicas`, the first device included)."""
 
     def __init__(self, pipe: WanT2IPipeline):
-        self.modules = list(dict.fromkeys(m for e in pipe.experts.values() for m in (e.high, e.low) if m is not None))
+        experts = [e for replica in pipe.replicas for e in replica.experts.values()]
+        self.modules = list(dict.fromkeys(m for e in experts for m in (e.high, e.low) if m is not None))
+        self._lock = threading.Lock()  # replicas run their branches in threads of their own
         self.calls = 0
         self._hooks: list = []
 
     def _count(self, *_: Any) -> None:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
 
     def __enter__(self) -> ForwardCounter:
         self._hooks = [m.register_forward_pre_hook(self._count) for m in self.modules]
