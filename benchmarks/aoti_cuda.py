@@ -1,9 +1,9 @@
 """Does an ahead-of-time compiled package (wan_t2i.aot) load and run on this CUDA card, and with which AOTInductor
 options? Each variant builds a package in a fresh process, runs it against the eager transformer, then loads it in a
-second fresh process (a restart) and runs it again; a crash (SIGSEGV) ends only that process, and its last lines,
-with Python's faulthandler trace, are kept in the report.
+second fresh process (a restart) and runs it again; a crash (SIGSEGV) ends only that process, and the crashing
+thread's stack (Python's faulthandler) is kept in the report with the last stage it reached.
 
-    PYTHONUNBUFFERED=1 python -m benchmarks.aoti_cuda [--sizes tiny,1.3b-2] [--out FILE]
+    PYTHONUNBUFFERED=1 python -m benchmarks.aoti_cuda [--sizes linear,tiny,1.3b-2] [--out FILE]
 
 Variants: options `plain` (only `package_constants_in_so` off, as wan_t2i.aot had it when loading crashed on an
 H100) or `spaces` (wan_t2i.aot.INDUCTOR_OPTIONS: also constant folding off and tensor constants kept, as ZeroGPU's

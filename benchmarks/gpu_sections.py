@@ -280,19 +280,15 @@ def sweep_and_previews(pipe: WanT2IPipeline, size: tuple[int, int], steps: int) 
     sweep_s, sweep = timed(lambda: pipe.sweep(request, SWEEP_AXES))
     frames: list[int] = []
 
+    def pair(**previews):
+        return pipe.generate(REFERENCE_PROMPT, samplers=PAIR, steps=steps, height=height, width=width,
+                             seed=SEED_OF_WORKLOADS, **previews)  # fmt: skip
+
     def previewed():
-        return pipe.generate(
-            REFERENCE_PROMPT, samplers=PAIR, steps=steps, height=height, width=width, seed=SEED_OF_WORKLOADS,
-            preview_every=PREVIEW_EVERY, on_preview=lambda done, total, previews: frames.append(done),
-        )  # fmt: skip
+        return pair(preview_every=PREVIEW_EVERY, on_preview=lambda done, total, previews: frames.append(done))
 
     first_preview_s, _ = timed(previewed)
     preview_s, generation = timed(previewed)
-
-    def pair():
-        return pipe.generate(REFERENCE_PROMPT, samplers=PAIR, steps=steps, height=height, width=width,
-                             seed=SEED_OF_WORKLOADS)  # fmt: skip
-
     plain_s, plain = timed(pair)
     threaded = [in_new_thread(pair) for _ in range(2)]
     return {
@@ -307,13 +303,10 @@ def sweep_and_previews(pipe: WanT2IPipeline, size: tuple[int, int], steps: int) 
 def in_new_thread(run) -> float:
     """Seconds of `run` in a thread of its own, as the app runs each job (wan_t2i.jobs): CUDA graphs are recorded per
     thread, so a graphed model may record again in every new one."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    seconds: list[float] = []
-    thread = threading.Thread(target=lambda: seconds.append(timed(run)[0]))
-    thread.start()
-    thread.join()
-    return seconds[0] if seconds else float("nan")
+    with ThreadPoolExecutor(1) as pool:  # a new pool, so a new thread; its failure is raised here, and recorded
+        return pool.submit(lambda: timed(run)[0]).result()
 
 
 def compare_workloads(graphs: dict, plain: dict) -> dict:
