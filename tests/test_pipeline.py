@@ -87,6 +87,31 @@ def test_text_embedding_is_zero_past_the_prompt_tokens(tiny_pipe):
     assert embedding[0, :n_tokens].abs().sum(-1).min() > 0 and embedding[0, n_tokens:].abs().max() == 0
 
 
+@pytest.mark.parametrize("words", [3, 100, 700])  # one bucket, several, and past the 512 tokens it truncates to
+def test_text_embedding_is_wans_though_only_the_prompts_tokens_are_encoded(tiny_pipe, monkeypatch, words):
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    prompt = " ".join(["a serene lake at sunset"] * words)[: 5 * words]
+    c = tiny_pipe.components
+    stock = WanPipeline(tokenizer=c.tokenizer, text_encoder=c.text_encoder, vae=c.vae, transformer=c.transformer,
+                        scheduler=UniPCMultistepScheduler())  # fmt: skip
+    with torch.no_grad():  # diffusers' own: all 512 positions encoded, then trimmed to the prompt and zero-padded
+        theirs, _ = stock.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=512)
+    lengths = []
+    original = c.text_encoder.forward
+
+    def forward(ids, *args, **kwargs):
+        lengths.append(ids.shape[1])
+        return original(ids, *args, **kwargs)
+
+    monkeypatch.setattr(c.text_encoder, "forward", forward)
+    tiny_pipe._text_cache.clear()
+    ours = tiny_pipe.encode_prompt(prompt)
+    n_tokens = min(512, len(c.tokenizer(prompt).input_ids))
+    assert lengths == [min(512, -(-n_tokens // 64) * 64)]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
 def test_two_experts_switch_at_the_boundary_each_with_its_guidance(tiny_a14b_dir, monkeypatch):
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_a14b_dir, device="cpu")
     high = count_calls(pipe.components.transformer, monkeypatch)

@@ -35,6 +35,7 @@ Progress = Callable[[int, int], None]  # (steps done, steps in all)
 PreviewCallback = Callable[[int, int, dict[str, Image.Image]], None]
 # (steps done, steps in all, {label: the branch's diagnostics so far}), every step: a live latent-health plot
 StepCallback = Callable[[int, int, dict[str, Diagnostics]], None]
+TEXT_BUCKET = 64  # prompts are encoded at their length rounded up to this (see encode_prompt)
 
 
 @dataclass(frozen=True)
@@ -288,9 +289,14 @@ class WanT2IPipeline:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        mask = tokens.attention_mask.to(self.device)
-        embedding = self.components.text_encoder(tokens.input_ids.to(self.device), mask).last_hidden_state
-        embedding = embedding * mask.unsqueeze(-1).to(embedding.dtype)  # zeros past the prompt's own tokens
+        # Only the prompt's own tokens are encoded, in buckets of TEXT_BUCKET (a few shapes): UMT5 masks the padding
+        # out of every attention and its position bias is relative, so the prompt's states are those of the full
+        # 512, which Wan encodes and then trims; a short prompt costs a tenth of the encoder's time.
+        length = min(TEXT_LEN, -(-int(tokens.attention_mask.sum()) // TEXT_BUCKET) * TEXT_BUCKET)
+        mask = tokens.attention_mask[:, :length].to(self.device)
+        hidden = self.components.text_encoder(tokens.input_ids[:, :length].to(self.device), mask).last_hidden_state
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)  # zeros past the prompt's own tokens
+        embedding = torch.nn.functional.pad(hidden, (0, 0, 0, TEXT_LEN - length))
         self._text_cache[prompt] = embedding
         while len(self._text_cache) > self.text_cache_size:
             self._text_cache.popitem(last=False)
