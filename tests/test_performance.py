@@ -70,6 +70,24 @@ def test_fastest_on_cuda(monkeypatch):
         assert PerformanceSettings.fastest("cuda").attention is None, capability
 
 
+def test_fastest_adds_cuda_graphs_only_where_the_records_show_they_pay(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert PerformanceSettings.fastest("cuda").compile_mode == "auto"
+    card = {"gb": 80.0}
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device=None: SimpleNamespace(total_memory=card["gb"] * performance.GB))  # fmt: skip
+    small = torch.nn.Linear(8, 8)
+    with torch.device("meta"):  # parameters counted, never allocated
+        large = torch.nn.Sequential(*[torch.nn.Linear(5120, 5120) for _ in range(120)])  # 3.1e9
+    assert performance.graphs_pay(small, "cuda") and not performance.graphs_pay(large, "cuda")
+    card["gb"] = 48.0  # never measured on a card this small: graphs added 10-11 GB to the 1.3B's 16 GB
+    assert not performance.graphs_pay(small, "cuda")
+    assert not performance.graphs_pay(small, "cpu")
+    with pytest.raises(ValueError, match="compile_mode must be one of auto, default, reduce-overhead"):
+        PerformanceSettings(compile_mode="fast")
+
+
 def test_fp8_is_refused_on_the_cpu():
     with pytest.raises(ValueError, match=r"^the fp8 preset needs a CUDA GPU with FP8 \(compute capability >= 8.9\), "
                        "not cpu$"):  # fmt: skip
@@ -103,7 +121,7 @@ def test_fp8_where_it_runs_is_fastest_with_fp8_blocks(monkeypatch):
     fake.__spec__ = importlib.machinery.ModuleSpec("torchao", None)
     monkeypatch.setitem(sys.modules, "torchao", fake)
     settings = performance.preset("fp8", "cuda")
-    assert settings == dataclasses.replace(PerformanceSettings.fastest("cuda"), fp8=True)
+    assert settings == dataclasses.replace(PerformanceSettings.fastest("cuda"), fp8=True, compile_mode="default")
     assert settings.compile and settings.vae_dtype == torch.bfloat16 and settings.attention is None  # 8.9 is no Hopper
     with pytest.raises(ValueError, match="fp8 and low_memory cannot be combined"):
         PerformanceSettings(fp8=True, low_memory=True)
@@ -243,6 +261,8 @@ def test_apply_converts_the_vae_and_compiles_blocks_lazily(tiny_wan_dir):
     # CUDA graphs mode: every block call starts a new graph step; undoing the compilation removes that wrapper too.
     apply(components, PerformanceSettings(compile=True, compile_mode="reduce-overhead"))
     assert all(getattr(block._compiled_call_impl, "marks_graph_steps", False) for block in blocks)
+    apply(components, PerformanceSettings(compile=True, compile_mode="auto"))  # graphs only where they pay: not here
+    assert all(not getattr(block._compiled_call_impl, "marks_graph_steps", False) for block in blocks)
     apply(components, PerformanceSettings())
     assert not performance.is_compiled(components.transformer)
 
@@ -423,3 +443,22 @@ def test_fp8_scales_are_row_or_tensor():
         PerformanceSettings(fp8=True, fp8_scales="block")
     with pytest.raises(ValueError, match="scales must be one of row, tensor, got 'column'"):
         performance.quantize_blocks_fp8(torch.nn.Linear(16, 16), scales="column")
+
+
+def test_gpu_profile_splits_a_forward_by_kind_of_kernel(tmp_path):
+    """The profile behind the fp8 bound, on the CPU (aten ops in place of kernels): every kind found where it is."""
+    from benchmarks import gpu_profile
+
+    assert gpu_profile.kind_of("cudnn_generated_fort_native_sdpa_sm90_knob_7_64x128x128_4x1x1_kernel0_0") == "attention"
+    assert gpu_profile.kind_of("pytorch_flash::flash_fwd_kernel<...>") == "attention"
+    assert gpu_profile.kind_of("nvjet_tst_256x128_64x4_2x1_v_bz_coopA_TNT") == "matmul"
+    assert gpu_profile.kind_of("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x128x128") == "matmul"
+    assert gpu_profile.kind_of("triton_per_fused__to_copy_abs_amax_clamp_0") == "fused elementwise"
+    assert gpu_profile.kind_of("Memcpy DtoD (Device -> Device)") == "other"
+    assert gpu_profile.main(["--smoke", "--model", "1.3b", "--runs", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "profile.json").read_text())
+    share = report["bf16"]["share"]
+    assert math.isclose(sum(share.values()), 1.0) and share["matmul"] > 0 and share["attention"] > 0
+    assert report["bf16"]["forward_s"] > 0
+    split = {"forward_s": 1.0, "share": {"matmul": 0.8}}
+    assert math.isclose(gpu_profile.bound(split, 2.0), 0.6)  # the rest (0.2) stays, the matmuls (0.8) halve

@@ -34,6 +34,14 @@ LOW_MEMORY_HEADROOM_GB = 12.0
 FP8_MIN_CAPABILITY = (8, 9)  # float8 matrix instructions: Ada (8.9), Hopper (9.0) and later
 FP8_ALIGNMENT = 16  # torch._scaled_mm needs both sides of a float8 weight to be multiples of 16
 FP8_SCALES = ("row", "tensor")  # the float8 scale granularities torchao offers for dynamic quantisation
+# compile_mode "auto" (fastest's): CUDA graphs where the records show they pay. The 1.3B at 480x832, one image, took
+# 0.57-0.93x the time without graphs on four H100/H200 hosts (the more launch-bound the host, the more they save),
+# while the pair, a 2x2 sweep and live previews took 0.99-1.02x and the peak rose by 10-11 GB (16 -> 28 GB); the
+# 14B spends 0.4% of its loop beyond its forwards at 1024x1024, nothing for graphs to save, and graphs were never
+# measured on a card under 80 GB (docs/performance.md#cuda-graphs).
+GRAPHS_MAX_PARAMS = 3e9
+GRAPHS_MIN_GPU_GB = 64.0
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,8 @@ class PerformanceSettings:
     """How to run a loaded model; every field's off value leaves the modules exactly as loaded."""
 
     compile: bool = False  # torch.compile each transformer block (regional: one block compiled, reused by all)
-    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
+    # torch.compile mode; "reduce-overhead" adds CUDA graphs, "auto" adds them where they pay (`graphs_pay`)
+    compile_mode: str = "default"
     fullgraph: bool = True  # fail loudly on a graph break instead of silently running part of a block eagerly
     vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
@@ -64,6 +73,8 @@ class PerformanceSettings:
                 "compile_cache cannot be combined with low_memory or fp8: its packages run the layers as loaded, "
                 "on one device"
             )
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.fp8_scales not in FP8_SCALES:
             raise ValueError(f"fp8_scales must be one of {', '.join(FP8_SCALES)}, got {self.fp8_scales!r}")
         if not _is_finite_number(self.resident_gb) or self.resident_gb < 0:
@@ -84,14 +95,16 @@ class PerformanceSettings:
 
     @classmethod
     def fastest(cls, device: str | torch.device) -> PerformanceSettings:
-        """For a server that renders many images: compiled blocks, cuDNN attention on Hopper, bf16 VAE decode."""
+        """For a server that renders many images: compiled blocks (with CUDA graphs where they pay: `graphs_pay`),
+        cuDNN attention on Hopper, bf16 VAE decode."""
         device = torch.device(device)
         if device.type != "cuda":
             return cls()  # on CPU, compiling and bf16 are slower at the sizes that run there
         # cuDNN's fused attention was measured faster on Hopper (sm90) only; Blackwell (sm100, ZeroGPU's sm120) and
         # older cards keep PyTorch's own order.
         hopper = torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] == 9
-        return cls(compile=True, vae_dtype=torch.bfloat16, tf32=True, attention="cudnn" if hopper else None)
+        attention = "cudnn" if hopper else None
+        return cls(compile=True, compile_mode="auto", vae_dtype=torch.bfloat16, tf32=True, attention=attention)
 
     @classmethod
     def low_memory_for(cls, device: str | torch.device, gpu_gb: float | None = None) -> PerformanceSettings:
@@ -125,7 +138,7 @@ class PerformanceSettings:
             )
         if importlib.util.find_spec("torchao") is None:
             raise ValueError("the fp8 preset needs torchao: pip install 'wan-t2i[gpu]' (or torchao)")
-        return replace(cls.fastest(device), fp8=True)
+        return replace(cls.fastest(device), fp8=True, compile_mode="default")  # graphs never measured in fp8
 
 
 PRESETS = {
@@ -212,7 +225,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             uncompile_blocks(transformer)
             compile_ahead(transformer, settings.compile_cache)
         elif settings.compile:
-            compile_blocks(transformer, mode=settings.compile_mode, fullgraph=settings.fullgraph)
+            mode = settings.compile_mode
+            if mode == "auto":
+                mode = "reduce-overhead" if graphs_pay(transformer, components.device) else "default"
+            compile_blocks(transformer, mode=mode, fullgraph=settings.fullgraph)
         else:
             uncompile_blocks(transformer)
     if settings.low_memory and components.device.type == "cuda":
@@ -222,6 +238,16 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             stream_layers(transformer, components.device, resident=resident_blocks(transformer, budget))
         stream_layers(components.text_encoder, components.device)
         torch.cuda.empty_cache()
+
+
+def graphs_pay(transformer: torch.nn.Module, device: str | torch.device) -> bool:
+    """compile_mode "auto"'s rule: CUDA graphs for a transformer of at most GRAPHS_MAX_PARAMS parameters on a CUDA
+    card of at least GRAPHS_MIN_GPU_GB, where the records measured them paying (see the constants)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    card_gb = torch.cuda.get_device_properties(device).total_memory / GB
+    return card_gb >= GRAPHS_MIN_GPU_GB and sum(p.numel() for p in transformer.parameters()) <= GRAPHS_MAX_PARAMS
 
 
 def resident_blocks(transformer: torch.nn.Module, budget_bytes: float) -> list[torch.nn.Module]:
