@@ -249,7 +249,9 @@ def workloads_text(w: dict | None) -> str:
         f"{fmt(w['previews_change_images_db'], '.1f')} dB; the pair in a new thread (as app jobs run), twice: "
         f"{' / '.join(fmt(t, '.2f') for t in g['threads_s'])} s vs "
         f"{' / '.join(fmt(t, '.2f') for t in p['threads_s'])} s"
-    )
+        + (f"; in the app's one GPU thread, twice: {' / '.join(fmt(t, '.2f') for t in g['gpu_thread_s'])} s vs "
+           f"{' / '.join(fmt(t, '.2f') for t in p['gpu_thread_s'])} s" if "gpu_thread_s" in g else "")
+    )  # fmt: skip
 
 
 def other_row(items: dict, key: str, value: dict) -> str | None:
