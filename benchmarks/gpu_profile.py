@@ -46,12 +46,12 @@ CPU_ATTENTION_OPS = ("scaled_dot_product",)  # the smoke run profiles CPU ops in
 def kind_of(name: str) -> str:
     """The kind of a kernel (or, on the CPU, an aten op) by its name."""
     lower = name.lower()
+    if lower.startswith(("triton", "cpp_fused")):  # named after what they feed: "triton_red_fused__scaled_mm_..."
+        return "fused elementwise"
     if any(part in lower for part in ATTENTION_NAMES + CPU_ATTENTION_OPS):
         return "attention"
     if any(part in lower for part in MATMUL_NAMES):
         return "matmul"
-    if lower.startswith(("triton", "cpp_fused")):
-        return "fused elementwise"
     return "other"
 
 
@@ -119,6 +119,7 @@ def measure(transformer, size: tuple[int, int], device: str, runs: int) -> dict:
         "kernel_ms": {k: v / 1e3 for k, v in split.by_kind.items()},
         "share": {k: split.share(k) for k in KINDS},
         "top": {k: [(name[:120], us / 1e3) for name, us in split.top(k)] for k in KINDS},
+        "kernels_ms": {name[:160]: us / 1e3 for name, us in sorted(split.kernels.items(), key=lambda kv: -kv[1])},
     }
 
 

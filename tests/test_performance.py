@@ -454,6 +454,11 @@ def test_gpu_profile_splits_a_forward_by_kind_of_kernel(tmp_path):
     assert gpu_profile.kind_of("nvjet_tst_256x128_64x4_2x1_v_bz_coopA_TNT") == "matmul"
     assert gpu_profile.kind_of("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x128x128") == "matmul"
     assert gpu_profile.kind_of("triton_per_fused__to_copy_abs_amax_clamp_0") == "fused elementwise"
+    # Inductor names its kernels after what they feed: the fp8 quantisation before a _scaled_mm is not a matmul
+    assert gpu_profile.kind_of("triton_red_fused__scaled_mm__to_copy_abs_amax_clamp_div_8") == "fused elementwise"
+    assert gpu_profile.kind_of("triton_red_fused__fused_rms_norm__scaled_dot_product_cudnn_attention_3") == (
+        "fused elementwise"
+    )
     assert gpu_profile.kind_of("Memcpy DtoD (Device -> Device)") == "other"
     assert gpu_profile.main(["--smoke", "--model", "1.3b", "--runs", "1", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "profile.json").read_text())
