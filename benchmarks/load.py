@@ -390,7 +390,7 @@ def run(args: argparse.Namespace, scratch: Path, cache: Path, downloads: Path) -
         )
         threads = ", ".join(f"{name} x{n}" for name, n in renders.threads.items())
         checks["no render ran beside the slot"] = (
-            renders.peak == 1 and set(renders.threads) == {"wan-t2i-job"} and not renders.ran_on(),
+            renders.peak == 1 and set(renders.threads) == {"wan-t2i-gpu"} and not renders.ran_on(),
             f"at most {renders.peak} at once, on {threads}; {renders.stopped} stopped mid-way, "
             f"{len(renders.ran_on())} cancelled or abandoned ran on past their client's leaving "
             f"({len(renders.long_finished) - len(renders.ran_on())} had finished before it)",
