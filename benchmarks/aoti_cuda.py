@@ -28,12 +28,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.gpu_models import WAN_13B
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {
     "tiny": (dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=128, num_layers=2, freq_dim=32, text_dim=64),
              (64, 64)),
-    "1.3b-2": (dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=2, freq_dim=256,
-                    text_dim=4096), (480, 832)),
+    "1.3b-2": (WAN_13B | {"num_layers": 2}, (480, 832)),
 }  # fmt: skip
 PLAIN = {"aot_inductor.package_constants_in_so": False}
 

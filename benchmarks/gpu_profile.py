@@ -18,7 +18,7 @@ are quantised to float8 as the `fp8` preset does. Each kernel's time is put in o
 
 From the bf16 split and the measured bf16 and fp8 matmul peaks it prints the best an fp8 forward could do
 (attention and elementwise as in bf16, matmuls at the fp8 peak's speed-up) against the forward it measured. Writes
-`profile.json` (the split, the top kernels of each kind) under --out.
+`profile.json` (the split, the top kernels of each kind, every kernel's time) under --out.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch
 
 from benchmarks.gpu_measure import forward_inputs, matmul_peak, matmul_peak_fp8, timed
 from benchmarks.gpu_models import FULL, SMOKE, build_transformer
+from wan_t2i.performance import FP8_SCALES
 
 KINDS = ("attention", "matmul", "fused elementwise", "other")
 # Kernel names (lower case) of each kind on Hopper: cuDNN's fused attention ("sdpa", "fmha"), flash and
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--model", default="14b", help="1.3b or 14b (default 14b)")
     parser.add_argument("--size", default="1024x1024", help="HxW (default 1024x1024)")
-    parser.add_argument("--scales", default="row", choices=("row", "tensor"), help="fp8 scales (default: row)")
+    parser.add_argument("--scales", default="row", choices=FP8_SCALES, help="fp8 scales (default: row)")
     parser.add_argument("--runs", type=int, default=5, help="timed forwards of each (default 5)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, bf16 only")
     parser.add_argument("--out", type=Path, help="write profile.json here")

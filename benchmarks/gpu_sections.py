@@ -320,18 +320,7 @@ def in_gpu_thread(run) -> float:
     """Seconds of `run` in the process's GPU thread, where the app runs every job (wan_t2i.jobs.gpu_thread)."""
     from wan_t2i.jobs import gpu_thread
 
-    outcome: dict = {}
-
-    def task() -> None:
-        try:
-            outcome["s"] = timed(run)[0]
-        except BaseException as error:
-            outcome["error"] = error
-
-    gpu_thread().submit(task).wait()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["s"]
+    return gpu_thread().submit(lambda: timed(run)[0]).result()  # its failure is raised here, and recorded
 
 
 def compare_workloads(graphs: dict, plain: dict) -> dict:

@@ -17,6 +17,7 @@ import re
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,18 +83,20 @@ class GpuThread:
         while True:
             self.tasks.get()()
 
-    def submit(self, task: Callable[[], None]) -> threading.Event:
-        """Queue `task` (which must not raise); the returned event is set once it has run."""
-        done = threading.Event()
+    def submit(self, task: Callable[[], Any]) -> Future:
+        """Queue `task`; the Future holds what it returns or raises once it has run."""
+        future: Future = Future()
 
         def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             try:
-                task()
-            finally:
-                done.set()
+                future.set_result(task())
+            except BaseException as error:  # the thread serves on; the error goes to whoever waits
+                future.set_exception(error)
 
         self.tasks.put(run)
-        return done
+        return future
 
 
 _gpu_thread: GpuThread | None = None
@@ -142,7 +145,7 @@ def run_job(pipe: WanT2IPipeline, job: Job) -> Iterator[tuple]:
                     return
         finally:
             stopping.set()
-            done.wait()
+            done.result()  # `work` sends every failure back as an event: nothing is raised here
 
 
 def execute(pipe: WanT2IPipeline, job: Job, emit: Callable[[tuple], None]) -> Any:
