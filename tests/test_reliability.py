@@ -251,7 +251,10 @@ def test_jobs_cross_a_zerogpu_process_boundary(pipe: WanT2IPipeline, monkeypatch
     fake = FakeSpaces()
     monkeypatch.setattr(zerogpu, "spaces", fake)
     handler = Handler(pipe, WIDE_LIMITS)
-    values = dict(prompt=PROMPT, sampler_a="legacy_ddim", sampler_b="flow_unipc", steps=10, seed=2)
+    # Long enough (about a second) to span several of the event's polls (POLL_SECONDS): a render that ends within
+    # one poll shows its result alone, which is right for a visitor but leaves this test nothing to check.
+    values = dict(prompt=PROMPT, sampler_a="legacy_ddim", sampler_b="flow_unipc", steps=40, height=128, width=128,
+                  seed=2)  # fmt: skip
     keep = lambda result, _: result  # noqa: E731 - the event's outputs are the job's result itself
     shown = asyncio.run(drive(handler.endpoint(keep, values, 1, preview=lambda live: live), values))
     *live, generation = shown
