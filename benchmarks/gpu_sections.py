@@ -4,6 +4,7 @@ the optimised 1.3B with CUDA graphs on top."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 
 import torch
@@ -37,6 +38,7 @@ from wan_t2i.loading import WanComponents
 from wan_t2i.metrics import psnr
 from wan_t2i.performance import PerformanceSettings, apply
 from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.text_graphs import GraphedForward
 
 
 def optimised_settings(bench: Bench, model: str) -> PerformanceSettings:
@@ -192,6 +194,8 @@ def bench_optimised(bench: Bench, model: str, size: tuple[int, int], pipe: WanT2
         bench.item(model, f"{key}/ours_warm", ours_warm, need_s=(n.warm_runs + 1) * estimate)
     bench.item(model, f"{key}/floor_b4", lambda: floor(4), need_s=2 * estimate)
     bench.item(model, f"{key}/pair", pair, need_s=2 * (n.pair_runs + 1) * estimate)
+    if pipe.components.device.type == "cuda":
+        bench.item(model, f"{key}/text_graphs", lambda: text_encoder_graphs(bench, pipe))
 
 
 def ours_checked(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], n: Counts, reference: dict) -> dict:
@@ -219,6 +223,39 @@ def pair_checked(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], n: C
         legacy = generation["legacy_ddim"].image
         result["psnr_legacy_vs_eager_pair_db"] = psnr(legacy, reference["pair"]["legacy_ddim"])
     return result
+
+
+TEXT_PROMPTS = 8
+
+
+def text_encoder_graphs(bench: Bench, pipe: WanT2IPipeline) -> dict:
+    """A new prompt's encoding with the text encoder replayed from CUDA graphs (`text_graphs`) and eagerly: the
+    seconds of each (medians over TEXT_PROMPTS prompts, the graphs' first, recording, call apart) and whether every
+    embedding is the same bit for bit."""
+    encoder = pipe.components.text_encoder
+    graphed = encoder.__dict__.get("forward") or GraphedForward(encoder.forward)  # fastest's own, kept for later
+    prompts = [bench.prompts() for _ in range(TEXT_PROMPTS)]
+
+    def encode_each() -> list[tuple[float, torch.Tensor]]:
+        pipe._text_cache.clear()
+        return [timed(lambda: pipe.encode_prompt(p)) for p in prompts]  # noqa: B023 - called at once
+
+    with torch.inference_mode():
+        encoder.forward = graphed
+        graphs = encode_each()
+        recorded = sum(r is not None for r in graphed.graphs.values())
+        del encoder.forward  # the module's own forward
+        eager = encode_each()
+        eager_again = encode_each()  # the eager times once warm, as the graphs' replays are
+        encoder.forward = graphed
+    equal = all(torch.equal(g, e) for (_, g), (_, e) in zip(graphs, eager, strict=True))
+    graph_s = statistics.median(s for s, _ in graphs[1:])
+    eager_s = statistics.median(s for s, _ in eager_again)
+    return {
+        "graphs_s": graph_s, "eager_s": eager_s, "graphs_vs_eager": graph_s / eager_s,
+        "first_graph_call_s": graphs[0][0], "graphs_recorded": recorded, "bit_equal": equal,
+        "token_lengths": sorted({key[0][1] for key in graphed.graphs}),
+    }  # fmt: skip
 
 
 def bench_cudagraphs(bench: Bench, tokenizer) -> None:

@@ -64,7 +64,7 @@ def test_fastest_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     hopper = PerformanceSettings.fastest("cuda")
-    assert hopper.compile and hopper.vae_dtype == torch.bfloat16 and hopper.attention == "cudnn"
+    assert hopper.compile and hopper.vae_dtype == torch.bfloat16 and hopper.attention == "cudnn" and hopper.text_graphs
     for capability in ((8, 0), (10, 0), (12, 0)):  # cuDNN first on Hopper only: not on Ampere or Blackwell
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert PerformanceSettings.fastest("cuda").attention is None, capability

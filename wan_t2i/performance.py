@@ -1,4 +1,5 @@
-"""Speed and memory settings for a loaded model: regional compilation, attention kernel, VAE precision, offloading.
+"""Speed and memory settings for a loaded model: regional compilation, CUDA graphs, attention kernel, VAE precision,
+offloading.
 
 `apply(components, settings)` changes the loaded modules in place, before the first generation; with `low_memory`,
 load with `load_components(..., offload=True)` so that the large modules never have to fit on the GPU at once
@@ -20,6 +21,7 @@ import torch
 
 from wan_t2i.aot import check_device, compile_ahead, uncompile_ahead
 from wan_t2i.loading import WanComponents
+from wan_t2i.text_graphs import graph_text_encoder, ungraph_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,14 @@ class PerformanceSettings:
     # A folder: run the transformers ahead-of-time compiled (wan_t2i.aot), each input shape's package built once and
     # loaded from here by every later start; in place of `compile`, which traces anew at every start.
     compile_cache: str | None = None
+    # Replay the text encoder from CUDA graphs, one per prompt length (wan_t2i.text_graphs); on CUDA only
+    text_graphs: bool = False
 
     def __post_init__(self):
         if self.compile and self.low_memory:
             raise ValueError("compile and low_memory cannot be combined: offloaded blocks move weights inside forward")
+        if self.text_graphs and self.low_memory:
+            raise ValueError("text_graphs and low_memory cannot be combined: low_memory streams the text encoder")
         if self.fp8 and self.low_memory:
             raise ValueError("fp8 and low_memory cannot be combined: low_memory streams the bf16 layers as loaded")
         if self.compile_cache is not None and (self.low_memory or self.fp8):
@@ -96,7 +102,7 @@ class PerformanceSettings:
     @classmethod
     def fastest(cls, device: str | torch.device) -> PerformanceSettings:
         """For a server that renders many images: compiled blocks (with CUDA graphs where they pay: `graphs_pay`),
-        cuDNN attention on Hopper, bf16 VAE decode."""
+        the text encoder replayed from CUDA graphs, cuDNN attention on Hopper, bf16 VAE decode."""
         device = torch.device(device)
         if device.type != "cuda":
             return cls()  # on CPU, compiling and bf16 are slower at the sizes that run there
@@ -104,7 +110,10 @@ class PerformanceSettings:
         # older cards keep PyTorch's own order.
         hopper = torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] == 9
         attention = "cudnn" if hopper else None
-        return cls(compile=True, compile_mode="auto", vae_dtype=torch.bfloat16, tf32=True, attention=attention)
+        return cls(
+            compile=True, compile_mode="auto", vae_dtype=torch.bfloat16, tf32=True, attention=attention,
+            text_graphs=True,
+        )  # fmt: skip
 
     @classmethod
     def low_memory_for(cls, device: str | torch.device, gpu_gb: float | None = None) -> PerformanceSettings:
@@ -215,6 +224,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         prefer_attention_backend(settings.attention)
     if settings.vae_dtype is not None and components.vae.dtype != settings.vae_dtype:
         components.vae.to(settings.vae_dtype)
+    if settings.text_graphs and components.device.type == "cuda":
+        graph_text_encoder(components.text_encoder)
+    else:
+        ungraph_text_encoder(components.text_encoder)
     for transformer in transformers_of(components):
         if settings.fp8:
             quantize_blocks_fp8(transformer, scales=settings.fp8_scales)

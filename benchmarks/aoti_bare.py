@@ -1,0 +1,125 @@
+"""Why do AOTInductor packages crash on loading on this CUDA machine? Nothing of this project's is imported: one
+`torch.nn.Linear`, exported and packaged by PyTorch alone, then loaded in fresh processes in several ways, with the
+native stack of a crash (gdb, where the machine has it) and what the package's shared library links against.
+
+    PYTHONUNBUFFERED=1 python -m benchmarks.aoti_bare [--out FILE]
+
+Variants: AOTInductor's defaults; kernels embedded in the library (`aot_inductor.embed_kernel_binary`); the package
+built and loaded on the CPU (does loading work at all here?); the library loaded by the older, package-less runner
+(`torch._export.aot_compile` + `torch._export.aot_load`); and the default package loaded with CUDA_LAUNCH_BLOCKING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+BUILD = """
+import sys, torch
+device, options, path = sys.argv[1], eval(sys.argv[2]), sys.argv[3]
+model = torch.nn.Linear(64, 64).to(device)
+example = (torch.randn(8, 64, device=device),)
+program = torch.export.export(model, example)
+print(torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=options))
+"""
+LOAD = """
+import faulthandler, sys, torch
+faulthandler.enable()
+device, path = sys.argv[1], sys.argv[2]
+print("loading", flush=True)
+runner = torch._inductor.aoti_load_package(path)
+print("loaded", flush=True)
+out = runner(torch.randn(8, 64, device=device))
+print("ran", tuple(out.shape), flush=True)
+"""
+LEGACY = """
+import faulthandler, sys, torch
+faulthandler.enable()
+model = torch.nn.Linear(64, 64).cuda()
+example = (torch.randn(8, 64, device="cuda"),)
+so = torch._export.aot_compile(model, example)
+print("built", so, flush=True)
+runner = torch._export.aot_load(so, "cuda")
+print("loaded", flush=True)
+print("ran", tuple(runner(*example).shape), flush=True)
+"""
+ENV = """
+import torch, sys
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)
+print("device", torch.cuda.is_available() and (torch.cuda.get_device_name(), torch.cuda.get_device_capability()))
+print("python", sys.version.split()[0])
+"""
+
+
+def run(args: list[str], timeout: float = 300, env: dict | None = None) -> dict:
+    """One fresh process: its return code (negative: the signal), and the tails of its output."""
+    import os
+
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=os.environ | (env or {}))
+    except subprocess.TimeoutExpired:
+        return {"rc": "timeout"}
+    return {"rc": done.returncode, "stdout": done.stdout[-3000:], "stderr": done.stderr[-6000:]}
+
+
+def python(code: str, *args: str, **kw) -> dict:
+    return run([sys.executable, "-c", textwrap.dedent(code), *args], **kw)
+
+
+def library_facts(package: Path, folder: Path) -> dict:
+    """The package's files, and what its shared libraries need (ldd) that the loader might not find."""
+    import zipfile
+
+    facts: dict = {}
+    with zipfile.ZipFile(package) as archive:
+        facts["files"] = archive.namelist()
+        archive.extractall(folder)
+    for so in folder.rglob("*.so"):
+        if shutil.which("ldd"):
+            facts[f"ldd {so.name}"] = run(["ldd", str(so)], timeout=30).get("stdout", "")
+    return facts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="aoti_bare.json")
+    args = parser.parse_args()
+    report: dict = {"env": python(ENV, timeout=60)}
+    for tool in ("nvidia-smi", "gcc", "g++"):
+        if shutil.which(tool):
+            report[tool] = run([tool, "--version"] if tool != "nvidia-smi" else [tool], timeout=30).get("stdout", "")
+    tmp = Path(tempfile.mkdtemp())
+    variants = {
+        "cuda_defaults": ("cuda", {}),
+        "cuda_embedded_kernels": ("cuda", {"aot_inductor.embed_kernel_binary": True}),
+        "cpu_defaults": ("cpu", {}),
+    }
+    for name, (device, options) in variants.items():
+        path = tmp / f"{name}.pt2"
+        result = {"build": python(BUILD, device, repr(options), str(path))}
+        if path.exists():
+            result["load"] = python(LOAD, device, str(path))
+            result["package"] = library_facts(path, tmp / name)
+            if name == "cuda_defaults":
+                result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
+                if shutil.which("gdb"):
+                    script = tmp / "load.py"
+                    script.write_text(LOAD)
+                    gdb = ["gdb", "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, str(script)]
+                    result["gdb"] = run(gdb + [device, str(path)], timeout=300)
+        report[name] = result
+        print(name, {k: v.get("rc") for k, v in result.items() if isinstance(v, dict) and "rc" in v}, flush=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    report["legacy_so"] = python(LEGACY)
+    print("legacy_so", report["legacy_so"].get("rc"), flush=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
