@@ -4,9 +4,13 @@ native stack of a crash (gdb, where the machine has it) and what the package's s
 
     PYTHONUNBUFFERED=1 python -m benchmarks.aoti_bare [--out FILE]
 
-Variants: AOTInductor's defaults; kernels embedded in the library (`aot_inductor.embed_kernel_binary`); the package
-built and loaded on the CPU (does loading work at all here?); the library loaded by the older, package-less runner
-(`torch._export.aot_compile` + `torch._export.aot_load`); and the default package loaded with CUDA_LAUNCH_BLOCKING.
+Variants: AOTInductor's defaults, loaded by the package loader (also with CUDA_LAUNCH_BLOCKING), its library alone
+opened with `ctypes` (its static initialisers), and its library run by the C++ runner without the package loader
+(`torch._C._aoti.AOTIModelContainerRunnerCuda`); the package built and loaded on the CPU (does loading work at all
+here?); and the older, package-less path (`torch._export.aot_compile` + `torch._export.aot_load`).
+
+On an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti-bare): the defaults, and kernels
+embedded in the library (`aot_inductor.embed_kernel_binary`), both crashed with SIGSEGV in `_load_aoti`.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ print("built", so, flush=True)
 runner = torch._export.aot_load(so, "cuda")
 print("loaded", flush=True)
 print("ran", tuple(runner(*example).shape), flush=True)
+"""
+DLOPEN = """
+import ctypes, faulthandler, sys, torch
+faulthandler.enable()
+print("dlopen", flush=True)
+ctypes.CDLL(sys.argv[1])
+print("opened", flush=True)
+"""
+RUNNER = """
+import faulthandler, sys, torch
+faulthandler.enable()
+print("runner", flush=True)
+runner = torch._C._aoti.AOTIModelContainerRunnerCuda(sys.argv[1], 1, "cuda", sys.argv[2])
+print("constructed", flush=True)
+print("ran", tuple(runner.run([torch.randn(8, 64, device="cuda")])[0].shape), flush=True)
 """
 ENV = """
 import torch, sys
@@ -95,19 +114,18 @@ def main() -> None:
         if shutil.which(tool):
             report[tool] = run([tool, "--version"] if tool != "nvidia-smi" else [tool], timeout=30).get("stdout", "")
     tmp = Path(tempfile.mkdtemp())
-    variants = {
-        "cuda_defaults": ("cuda", {}),
-        "cuda_embedded_kernels": ("cuda", {"aot_inductor.embed_kernel_binary": True}),
-        "cpu_defaults": ("cpu", {}),
-    }
+    variants = {"cuda_defaults": ("cuda", {}), "cpu_defaults": ("cpu", {})}
     for name, (device, options) in variants.items():
         path = tmp / f"{name}.pt2"
-        result = {"build": python(BUILD, device, repr(options), str(path))}
+        result = {"build": python(BUILD, device, repr(options), str(path), timeout=150)}
         if path.exists():
             result["load"] = python(LOAD, device, str(path))
             result["package"] = library_facts(path, tmp / name)
             if name == "cuda_defaults":
                 result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
+                library = next((tmp / name).rglob("*.so"))
+                result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
+                result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
                 if shutil.which("gdb"):
                     script = tmp / "load.py"
                     script.write_text(LOAD)

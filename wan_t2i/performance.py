@@ -21,6 +21,7 @@ import torch
 
 from wan_t2i.aot import check_device, compile_ahead, uncompile_ahead
 from wan_t2i.loading import WanComponents
+from wan_t2i.single_frame import flatten_vae, unflatten_vae
 from wan_t2i.text_graphs import graph_text_encoder, ungraph_text_encoder
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class PerformanceSettings:
     compile_mode: str = "default"
     fullgraph: bool = True  # fail loudly on a graph break instead of silently running part of a block eagerly
     vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
+    # One frame through the VAE with 2D convolutions (wan_t2i.single_frame): half its time, the same output to rounding
+    vae_2d: bool = False
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
     low_memory: bool = False  # stream the layers of the transformers and the text encoder from pinned CPU memory
@@ -92,12 +95,13 @@ class PerformanceSettings:
 
     @classmethod
     def default_for(cls, device: str | torch.device) -> PerformanceSettings:
-        """What costs nothing up front and never changes the image: TF32 for the fp32 parts on CUDA; on CPU nothing.
+        """What costs nothing up front and changes the image only by rounding: the VAE's one-frame convolutions in
+        2D everywhere (`vae_2d`), and TF32 for the fp32 parts on CUDA.
 
         Compilation is off by default: it costs tens of seconds before the first image (see benchmarks/RESULTS.md),
         which a one-image CLI run never earns back. Long-running servers should use `fastest`.
         """
-        return cls(tf32=True) if torch.device(device).type == "cuda" else cls()
+        return cls(tf32=True, vae_2d=True) if torch.device(device).type == "cuda" else cls(vae_2d=True)
 
     @classmethod
     def fastest(cls, device: str | torch.device) -> PerformanceSettings:
@@ -105,13 +109,13 @@ class PerformanceSettings:
         the text encoder replayed from CUDA graphs, cuDNN attention on Hopper, bf16 VAE decode."""
         device = torch.device(device)
         if device.type != "cuda":
-            return cls()  # on CPU, compiling and bf16 are slower at the sizes that run there
+            return cls.default_for(device)  # on CPU, compiling and bf16 are slower at the sizes that run there
         # cuDNN's fused attention was measured faster on Hopper (sm90) only; Blackwell (sm100, ZeroGPU's sm120) and
         # older cards keep PyTorch's own order.
         hopper = torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] == 9
         attention = "cudnn" if hopper else None
         return cls(
-            compile=True, compile_mode="auto", vae_dtype=torch.bfloat16, tf32=True, attention=attention,
+            compile=True, compile_mode="auto", vae_dtype=torch.bfloat16, vae_2d=True, tf32=True, attention=attention,
             text_graphs=True,
         )  # fmt: skip
 
@@ -122,10 +126,10 @@ class PerformanceSettings:
         which stay on the GPU: a 24 GB card keeps 12 GB of blocks there and streams only the rest."""
         device = torch.device(device)
         if device.type != "cuda":
-            return cls()
+            return cls.default_for(device)
         if gpu_gb is None:  # unknown without a visible card: stream everything, which fits any
             gpu_gb = torch.cuda.get_device_properties(device).total_memory / GB if torch.cuda.is_available() else 0.0
-        return cls(low_memory=True, tf32=True, resident_gb=max(0.0, gpu_gb - LOW_MEMORY_HEADROOM_GB))
+        return cls(low_memory=True, tf32=True, vae_2d=True, resident_gb=max(0.0, gpu_gb - LOW_MEMORY_HEADROOM_GB))
 
     @classmethod
     def fp8_for(cls, device: str | torch.device) -> PerformanceSettings:
@@ -224,6 +228,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         prefer_attention_backend(settings.attention)
     if settings.vae_dtype is not None and components.vae.dtype != settings.vae_dtype:
         components.vae.to(settings.vae_dtype)
+    if settings.vae_2d:
+        flatten_vae(components.vae)
+    else:
+        unflatten_vae(components.vae)
     if settings.text_graphs and components.device.type == "cuda":
         graph_text_encoder(components.text_encoder)
     else:
