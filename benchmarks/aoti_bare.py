@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,16 @@ runner = torch._C._aoti.AOTIModelContainerRunnerCuda(sys.argv[1], 1, "cuda", sys
 print("constructed", flush=True)
 print("ran", tuple(runner.run([torch.randn(8, 64, device="cuda")])[0].shape), flush=True)
 """
+# A SIGSEGV handler preloaded into the runner's process, printing the native stack with glibc's backtrace (the
+# machine may have no gdb; Python's faulthandler shows only the Python frames). Built with the machine's gcc.
+BACKTRACE_C = r"""
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+static void on_segv(int sig) { void *frames[64]; int n = backtrace(frames, 64); backtrace_symbols_fd(frames, n, 2);
+                               _exit(128 + sig); }
+__attribute__((constructor)) static void install(void) { signal(SIGSEGV, on_segv); }
+"""
 ENV = """
 import torch, sys
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)
@@ -105,16 +116,38 @@ def library_facts(package: Path, folder: Path) -> dict:
     return facts
 
 
+def native_stack(tmp: Path, library: Path) -> dict:
+    """The runner again, with BACKTRACE_C preloaded and faulthandler off (it would take the signal first)."""
+    source, handler = tmp / "backtrace.c", tmp / "backtrace.so"
+    source.write_text(BACKTRACE_C)
+    built = run(["gcc", "-shared", "-fPIC", "-O0", "-o", str(handler), str(source)], timeout=60)
+    if not handler.exists():
+        return {"gcc": built}
+    code = RUNNER.replace("faulthandler.enable()", "")
+    result = python(code, str(library), str(library.parent), env={"LD_PRELOAD": str(handler)})
+    if shutil.which("addr2line"):  # name the frames that backtrace could only give as library + offset
+        frames = re.findall(r"^(/[^(\s]+)\(\+(0x[0-9a-f]+)\)", result.get("stderr", ""), re.M)
+        result["frames"] = [
+            f"{Path(lib).name} {offset}: "
+            + " ".join(run(["addr2line", "-f", "-C", "-e", lib, offset], timeout=30).get("stdout", "").split())
+            for lib, offset in frames[:30]
+        ]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="aoti_bare.json")
-    args = parser.parse_args()
     report: dict = {"env": python(ENV, timeout=60)}
     for tool in ("nvidia-smi", "gcc", "g++"):
         if shutil.which(tool):
             report[tool] = run([tool, "--version"] if tool != "nvidia-smi" else [tool], timeout=30).get("stdout", "")
     tmp = Path(tempfile.mkdtemp())
+    parser.add_argument("--cuda-only", action="store_true", help="leave out the CPU package")
+    args = parser.parse_args()
     variants = {"cuda_defaults": ("cuda", {}), "cpu_defaults": ("cpu", {})}
+    if args.cuda_only:
+        variants.pop("cpu_defaults")
     for name, (device, options) in variants.items():
         path = tmp / f"{name}.pt2"
         result = {"build": python(BUILD, device, repr(options), str(path), timeout=150)}
@@ -126,6 +159,8 @@ def main() -> None:
                 library = next((tmp / name).rglob("*.so"))
                 result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
                 result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
+                if shutil.which("gcc"):
+                    result["runner_native_stack"] = native_stack(tmp, library)
                 if shutil.which("gdb"):
                     script = tmp / "load.py"
                     script.write_text(LOAD)
