@@ -222,7 +222,7 @@ def test_resident_blocks_stay_whole_and_the_rest_streams():
 def test_resident_budget_per_card():
     assert PerformanceSettings.low_memory_for("cuda", gpu_gb=24).resident_gb == 24 - performance.LOW_MEMORY_HEADROOM_GB
     assert PerformanceSettings.low_memory_for("cuda", gpu_gb=8).resident_gb == 0  # small card: everything streams
-    assert PerformanceSettings.low_memory_for("cpu") == PerformanceSettings()
+    assert PerformanceSettings.low_memory_for("cpu") == PerformanceSettings.default_for("cpu")
     model = tiny_transformer()
     block = sum(p.nbytes for p in model.blocks[0].parameters())
     assert performance.resident_blocks(model, 0) == [] and performance.resident_blocks(model, block - 1) == []
