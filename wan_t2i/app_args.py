@@ -126,7 +126,8 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
 
 def pipeline_options(args: argparse.Namespace) -> dict:
     """`from_pretrained`'s keyword arguments for the flags. On a ZeroGPU Space, which runs no `torch.compile`,
-    `fastest` is all of it but the compilation (the bf16 VAE, TF32), and `fp8`, which needs it, is refused."""
+    `fastest` is all of it but the compilation and the graphs (the bf16 VAE in 2D, TF32), and `fp8`, which needs
+    torch.compile, is refused."""
     from wan_t2i import zerogpu
 
     options = dict(
@@ -147,5 +148,6 @@ def pipeline_options(args: argparse.Namespace) -> dict:
 
             from wan_t2i.performance import PerformanceSettings
 
-            options["performance"] = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True)
+            # No text graphs either: every request runs in a newly forked process, which would record them again.
+            options["performance"] = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)
     return options
