@@ -7,8 +7,11 @@ launches as one. Prompts are encoded at a few lengths (multiples of 64), so a fe
 recorded at the first prompt of its length, which costs two eager runs and the recording (well under a second).
 
 The graph runs exactly the kernels the eager forward runs, on copies of the inputs, so the embedding is the same
-(benchmarks/gpu.py checks it bit for bit on the GPU). Where a recording fails (a PyTorch or transformers version whose
-forward synchronises with the CPU), that shape stays eager, with a warning, and the image is unchanged.
+(benchmarks/gpu.py checks it bit for bit on the GPU). One exception, rounding only: a prompt whose tokens fill its
+length exactly has an all-ones mask, which transformers' eager forward drops (checking it on the CPU, which a graph
+cannot), free to pick another attention kernel, while the graph keeps the mask. Where a recording fails (a PyTorch
+or transformers version whose forward synchronises with the CPU), that shape stays eager, with a warning, and the image
+is unchanged.
 """
 
 from __future__ import annotations
