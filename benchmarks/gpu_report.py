@@ -303,6 +303,13 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"image incl. compile {cell(items, key, 'first_image_s', '.1f')}, next image "
             f"{cell(items, key, 'second_image_s', '.2f')}) |"
         )
+    if key.endswith("/text_graphs"):
+        return (
+            f"| {key} (a new prompt's encoding) | CUDA graphs {fmt(value.get('graphs_s', 0) * 1e3, '.1f')} ms, eager "
+            f"{fmt(value.get('eager_s', 0) * 1e3, '.1f')} ms ({fmt(value.get('graphs_vs_eager'), '.2f')}x); "
+            f"embeddings equal bit for bit: {value.get('bit_equal')}; graphs for token lengths "
+            f"{value.get('token_lengths')} |"
+        )
     if key.endswith("/attention_check") and "flash" in value:
         flash, cudnn = value["flash"], value.get("cudnn", {})
         return (

@@ -66,3 +66,11 @@ def test_a_replay_hands_back_its_own_copy(tiny_wan_dir):
     kept = first.clone()
     second = encoder(torch.full((1, 64), 9, device="cuda"), mask).last_hidden_state
     assert torch.equal(first, kept) and not torch.equal(first, second)  # the next replay did not overwrite it
+
+
+def test_the_gpu_report_shows_the_encoding_with_and_without_graphs():
+    from benchmarks.gpu_report import other_row
+
+    value = {"graphs_s": 0.0089, "eager_s": 0.0329, "graphs_vs_eager": 0.27, "bit_equal": True, "token_lengths": [64]}
+    row = other_row({}, "1.3b@480x832/text_graphs", value)
+    assert "CUDA graphs 8.9 ms, eager 32.9 ms (0.27x)" in row and "bit for bit: True" in row
