@@ -12,7 +12,8 @@ Weights are random (initialised on the GPU): speed and memory depend on the shap
 resolution (20 steps, guidance 5, bf16 transformer and text encoder, fp32 VAE as loaded):
   stock      diffusers.WanPipeline on the same modules, eager;
   stock_knobs the same WanPipeline once `fastest` is applied to those modules (diffusers' compile_repeated_blocks,
-             cuDNN attention, bf16 VAE): what diffusers' own optimisation docs give;
+             cuDNN attention, bf16 VAE; this project's text graphs and 2D VAE taken off for it): what diffusers' own
+             optimisation docs give;
   ours_eager this project's pipeline as loaded (no settings), one run: the reference image;
   ours       with PerformanceSettings.fastest: a new prompt each run (text cache cold), and `ours_warm` with one prompt;
   pair       the A/B pair legacy_ddim + flow_unipc in one batched run;

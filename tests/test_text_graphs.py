@@ -10,6 +10,7 @@ import torch
 from wan_t2i.loading import load_components
 from wan_t2i.performance import PerformanceSettings, apply
 from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.single_frame import is_flat
 from wan_t2i.text_graphs import GraphedForward, graph_text_encoder, is_graphed, ungraph_text_encoder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="records CUDA graphs")
@@ -74,3 +75,15 @@ def test_the_gpu_report_shows_the_encoding_with_and_without_graphs():
     value = {"graphs_s": 0.0089, "eager_s": 0.0329, "graphs_vs_eager": 0.27, "bit_equal": True, "token_lengths": [64]}
     row = other_row({}, "1.3b@480x832/text_graphs", value)
     assert "CUDA graphs 8.9 ms, eager 32.9 ms (0.27x)" in row and "bit for bit: True" in row
+
+
+def test_stock_with_the_same_knobs_runs_without_this_projects_own(tiny_wan_dir):
+    from benchmarks.gpu_sections import diffusers_knobs_only
+
+    components = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    apply(components, PerformanceSettings(vae_2d=True))
+    graph_text_encoder(components.text_encoder)  # by hand: `apply` graphs it on CUDA only
+    graphed = components.text_encoder.forward
+    with diffusers_knobs_only(components):
+        assert not is_graphed(components.text_encoder) and not is_flat(components.vae)
+    assert components.text_encoder.forward is graphed and is_flat(components.vae)  # the same graphs, put back
