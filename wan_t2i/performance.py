@@ -56,7 +56,7 @@ class PerformanceSettings:
     compile_mode: str = "default"
     fullgraph: bool = True  # fail loudly on a graph break instead of silently running part of a block eagerly
     vae_dtype: torch.dtype | None = None  # None keeps the VAE's loaded dtype (fp32 by default)
-    # One frame through the VAE with 2D convolutions (wan_t2i.single_frame): half its time, the same output to rounding
+    # One frame through the VAE with 2D convolutions (wan_t2i.single_frame): 0.3-0.65x its time, the same to rounding
     vae_2d: bool = False
     tf32: bool = False  # True: TF32 for float32 matmuls (process-wide); False leaves PyTorch's setting alone
     attention: str | None = None  # "cudnn": prefer cuDNN's fused attention (faster on Hopper); None: PyTorch's order
