@@ -41,7 +41,7 @@ from wan_t2i.metrics import psnr
 from wan_t2i.performance import PerformanceSettings, apply
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.single_frame import flatten_vae, is_flat, unflatten_vae
-from wan_t2i.text_graphs import GraphedForward, ungraph_text_encoder
+from wan_t2i.text_graphs import eager_text_encoder, graph_text_encoder
 
 
 def optimised_settings(bench: Bench, model: str) -> PerformanceSettings:
@@ -207,17 +207,14 @@ def diffusers_knobs_only(components: WanComponents) -> Iterator[None]:
     """The modules with diffusers' own knobs only, for the duration: this project's text-encoder graphs and one-frame
     2D VAE (which stock diffusers has neither of) taken off, then put back as they were. The records of 476451f and
     11ee2e8 (2026-12-07-h100-text-graphs and -vae-2d) ran `stock, same knobs` with them on."""
-    encoder, vae = components.text_encoder, components.vae
-    graphed, flat = encoder.__dict__.get("forward"), is_flat(vae)
-    ungraph_text_encoder(encoder)
-    unflatten_vae(vae)
+    flat = is_flat(components.vae)
+    unflatten_vae(components.vae)
     try:
-        yield
+        with eager_text_encoder(components.text_encoder):
+            yield
     finally:
-        if isinstance(graphed, GraphedForward):
-            encoder.forward = graphed  # the same graphs, recorded already
         if flat:
-            flatten_vae(vae)
+            flatten_vae(components.vae)
 
 
 def ours_checked(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], n: Counts, reference: dict) -> dict:
@@ -255,7 +252,8 @@ def text_encoder_graphs(bench: Bench, pipe: WanT2IPipeline) -> dict:
     seconds of each (medians over TEXT_PROMPTS prompts, the graphs' first, recording, call apart) and whether every
     embedding is the same bit for bit."""
     encoder = pipe.components.text_encoder
-    graphed = encoder.__dict__.get("forward") or GraphedForward(encoder.forward)  # fastest's own, kept for later
+    graph_text_encoder(encoder)  # fastest's graphs (kept), or new ones
+    graphed = encoder.forward
     prompts = [bench.prompts() for _ in range(TEXT_PROMPTS)]
 
     def encode_each() -> list[tuple[float, torch.Tensor]]:
@@ -263,13 +261,11 @@ def text_encoder_graphs(bench: Bench, pipe: WanT2IPipeline) -> dict:
         return [timed(lambda: pipe.encode_prompt(p)) for p in prompts]  # noqa: B023 - called at once
 
     with torch.inference_mode():
-        encoder.forward = graphed
         graphs = encode_each()
-        recorded = sum(r is not None for r in graphed.graphs.values())
-        del encoder.forward  # the module's own forward
-        eager = encode_each()
-        eager_again = encode_each()  # the eager times once warm, as the graphs' replays are
-        encoder.forward = graphed
+        with eager_text_encoder(encoder):
+            eager = encode_each()
+            eager_again = encode_each()  # the eager times once warm, as the graphs' replays are
+    recorded = sum(r is not None for r in graphed.graphs.values())
     equal = all(torch.equal(g, e) for (_, g), (_, e) in zip(graphs, eager, strict=True))
     graph_s = statistics.median(s for s, _ in graphs[1:])
     eager_s = statistics.median(s for s, _ in eager_again)

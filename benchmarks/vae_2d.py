@@ -10,21 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
+from benchmarks.gpu_measure import timed
 from wan_t2i.single_frame import flatten_vae, unflatten_vae
-
-
-def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, out
 
 
 @torch.inference_mode()
@@ -56,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(args.runs + 1):  # alternating, the first of each a warm-up
             for way in ("3d", "2d"):
                 (flatten_vae if way == "2d" else unflatten_vae)(vae)
-                seconds, outputs[way] = timed(run, device)
+                seconds, outputs[way] = timed(run)
                 if i:
                     times[way].append(seconds)
         median = {way: statistics.median(t) for way, t in times.items()}

@@ -16,9 +16,10 @@ is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -100,6 +101,18 @@ def ungraph_text_encoder(text_encoder: torch.nn.Module) -> None:
     """Undo `graph_text_encoder`: the module's own forward again, its graphs (and their memory) released."""
     if is_graphed(text_encoder):
         del text_encoder.forward  # the instance attribute; the class's forward shows through again
+
+
+@contextlib.contextmanager
+def eager_text_encoder(text_encoder: torch.nn.Module) -> Iterator[None]:
+    """For the duration, the module's own forward; then its graphs again, those recorded already kept."""
+    graphed = text_encoder.__dict__.get("forward")
+    ungraph_text_encoder(text_encoder)
+    try:
+        yield
+    finally:
+        if isinstance(graphed, GraphedForward):
+            text_encoder.forward = graphed
 
 
 def is_graphed(text_encoder: torch.nn.Module) -> bool:
