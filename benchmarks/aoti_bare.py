@@ -27,11 +27,17 @@ from pathlib import Path
 
 BUILD = """
 import sys, torch
-device, options, path = sys.argv[1], eval(sys.argv[2]), sys.argv[3]
-model = torch.nn.Linear(64, 64).to(device)
-example = (torch.randn(8, 64, device=device),)
-program = torch.export.export(model, example)
-print(torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=options))
+from torch._inductor import cpp_builder
+device, options, path, flags = sys.argv[1], eval(sys.argv[2]), sys.argv[3], eval(sys.argv[4])
+if flags.get("std"):  # the C++ standard the library is compiled for (PyTorch's own was built for C++20)
+    cpp_builder._get_cpp_std_cflag = lambda std_num=None: [f"std={flags['std']}"]
+print("std", cpp_builder._get_cpp_std_cflag(), flush=True)
+from wan_t2i.aot import linked_with
+with linked_with(tuple(flags.get("link", ()))):
+    model = torch.nn.Linear(64, 64).to(device)
+    example = (torch.randn(8, 64, device=device),)
+    program = torch.export.export(model, example)
+    print(torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=options))
 """
 LOAD = """
 import faulthandler, sys, torch
@@ -84,6 +90,7 @@ import torch, sys
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)
 print("device", torch.cuda.is_available() and (torch.cuda.get_device_name(), torch.cuda.get_device_capability()))
 print("python", sys.version.split()[0])
+print("built with", [line.strip() for line in torch.__config__.show().splitlines()[1:3]])
 """
 
 
@@ -135,6 +142,22 @@ def native_stack(tmp: Path, library: Path) -> dict:
     return result
 
 
+def regex_bindings(tmp: Path, library: Path) -> dict:
+    """The runner with the dynamic linker's binding log (LD_DEBUG=bindings): which library each std::regex symbol
+    the package's library uses was bound to, its own copy or one another library exports."""
+    log = tmp / "bindings"
+    result = python(
+        RUNNER, str(library), str(library.parent), env={"LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(log)}
+    )
+    lines = [line.split(":", 1)[-1].strip() for f in tmp.glob("bindings*") for line in f.read_text().splitlines()]
+    wanted = [
+        line for line in lines if library.name in line.split(" to ")[0] and ("regex" in line or "_Compiler" in line)
+    ]
+    result["regex_bindings"] = wanted[:60]
+    result["regex_bound_elsewhere"] = sum(1 for line in wanted if library.name not in line.split(" to ")[-1])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="aoti_bare.json")
@@ -145,18 +168,25 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     parser.add_argument("--cuda-only", action="store_true", help="leave out the CPU package")
     args = parser.parse_args()
-    variants = {"cuda_defaults": ("cuda", {}), "cpu_defaults": ("cpu", {})}
+    # name: (device, inductor options, build flags: "link" (linker flags, wan_t2i.aot.linked_with), "std" (C++))
+    variants = {
+        "cuda_defaults": ("cuda", {}, {}),
+        "cuda_bsymbolic": ("cuda", {}, {"link": ["Wl,-Bsymbolic"]}),
+        "cuda_cxx20": ("cuda", {}, {"std": "c++20"}),
+        "cpu_defaults": ("cpu", {}, {}),
+    }
     if args.cuda_only:
         variants.pop("cpu_defaults")
-    for name, (device, options) in variants.items():
+    for name, (device, options, flags) in variants.items():
         path = tmp / f"{name}.pt2"
-        result = {"build": python(BUILD, device, repr(options), str(path), timeout=150)}
+        result = {"build": python(BUILD, device, repr(options), str(path), repr(flags), timeout=150)}
         if path.exists():
             result["load"] = python(LOAD, device, str(path))
             result["package"] = library_facts(path, tmp / name)
             if name == "cuda_defaults":
-                result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
                 library = next((tmp / name).rglob("*.so"))
+                result["bindings"] = regex_bindings(tmp, library)
+                result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
                 result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
                 result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
                 if shutil.which("gcc"):

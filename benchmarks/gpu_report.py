@@ -268,7 +268,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         )
     if key.startswith("cudagraphs/"):
         pair = value.get("pair") or {}
-        floors = [(value.get(f"floor_b{b}") or {}).get("median_s") for b in (2, 4)]
+        floors = [(value.get(f"floor_b{b}") or {}).get("median_s") for b in (2, 4, 8)]
         return (
             f"| {key} (`fastest` with CUDA graphs) | one image {cell(items, key)} s "
             f"({fmt(value.get('vs_compiled'), '.2f')}x without graphs: "
@@ -276,8 +276,10 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{fmt(value.get('vs_floor_b2'), '.2f')}x the bare loop under graphs), pair "
             f"{fmt(pair.get('median_s'), '.3f')} s ({fmt(value.get('pair_vs_one'), '.2f')}x one image, "
             f"{fmt(value.get('pair_vs_compiled'), '.2f')}x the pair without graphs: "
-            f"{fmt((value.get('plain_pair') or {}).get('median_s'), '.3f')} s); bare loop under graphs b2 / b4 "
-            f"{fmt(floors[0], '.3f')} / {fmt(floors[1], '.3f')} s; first image "
+            f"{fmt((value.get('plain_pair') or {}).get('median_s'), '.3f')} s; "
+            f"{fmt(value.get('pair_vs_floor_b4'), '.2f')}x the bare batch-4 loop); 2x2 sweep "
+            f"{fmt(value.get('sweep_vs_floor_b8'), '.2f')}x the bare batch-8 loop; bare loop under graphs "
+            f"b2 / b4 / b8 {' / '.join(fmt(f, '.3f') for f in floors)} s; first image "
             f"{cell(items, key, 'first_image_s', '.1f')} s; PSNR vs eager {cell(items, key, 'psnr_db', '.1f')} dB"
             f"{workloads_text(value.get('workloads'))} |"
         )
