@@ -158,49 +158,72 @@ def regex_bindings(tmp: Path, library: Path) -> dict:
     return result
 
 
+# name: (device, inductor options, build flags: "link" (linker flags, wan_t2i.aot.linked_with), "std" (C++))
+VARIANTS = {
+    "cuda_defaults": ("cuda", {}, {}),
+    "cuda_bsymbolic": ("cuda", {}, {"link": ["Wl,-Bsymbolic"]}),
+    "cuda_cxx20": ("cuda", {}, {"std": "c++20"}),
+    "cuda_cxx20_bsymbolic": ("cuda", {}, {"std": "c++20", "link": ["Wl,-Bsymbolic"]}),
+    "cpu_defaults": ("cpu", {}, {}),
+}
+
+
+def probe(tmp: Path, name: str, deep: bool, bindings: bool) -> dict:
+    """Build variant `name`'s package in a fresh process and load it in another; `deep`: the ways to load its library
+    one by one (the C++ runner alone, its native stack, gdb where there is one); `bindings`: the linker's log."""
+    device, options, flags = VARIANTS[name]
+    path = tmp / f"{name}.pt2"
+    result = {"build": python(BUILD, device, repr(options), str(path), repr(flags), timeout=150)}
+    if not path.exists():
+        return result
+    result["load"] = python(LOAD, device, str(path))
+    result["package"] = library_facts(path, tmp / name)
+    library = next((tmp / name).rglob("*.so"))
+    if bindings:
+        result["bindings"] = regex_bindings(tmp, library)
+    if deep and device == "cuda":
+        result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
+        result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
+        result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
+        if shutil.which("gcc"):
+            result["runner_native_stack"] = native_stack(tmp, library)
+        if shutil.which("gdb"):
+            script = tmp / "load.py"
+            script.write_text(LOAD)
+            gdb = ["gdb", "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, str(script)]
+            result["gdb"] = run(gdb + [device, str(path)], timeout=300)
+    return result
+
+
 def main() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="aoti_bare.json")
+    parser.add_argument("--cuda-only", action="store_true", help="leave out the CPU package")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--deep", action="store_true", help="also load cuda_defaults' library in every other way")
+    parser.add_argument("--bindings", action="store_true", help="log cuda_defaults' std::regex bindings (slow)")
+    parser.add_argument("--no-legacy", action="store_true", help="leave out the package-less path")
+    args = parser.parse_args()
     report: dict = {"env": python(ENV, timeout=60)}
     for tool in ("nvidia-smi", "gcc", "g++"):
         if shutil.which(tool):
             report[tool] = run([tool, "--version"] if tool != "nvidia-smi" else [tool], timeout=30).get("stdout", "")
     tmp = Path(tempfile.mkdtemp())
-    parser.add_argument("--cuda-only", action="store_true", help="leave out the CPU package")
-    args = parser.parse_args()
-    # name: (device, inductor options, build flags: "link" (linker flags, wan_t2i.aot.linked_with), "std" (C++))
-    variants = {
-        "cuda_defaults": ("cuda", {}, {}),
-        "cuda_bsymbolic": ("cuda", {}, {"link": ["Wl,-Bsymbolic"]}),
-        "cuda_cxx20": ("cuda", {}, {"std": "c++20"}),
-        "cpu_defaults": ("cpu", {}, {}),
-    }
-    if args.cuda_only:
-        variants.pop("cpu_defaults")
-    for name, (device, options, flags) in variants.items():
-        path = tmp / f"{name}.pt2"
-        result = {"build": python(BUILD, device, repr(options), str(path), repr(flags), timeout=150)}
-        if path.exists():
-            result["load"] = python(LOAD, device, str(path))
-            result["package"] = library_facts(path, tmp / name)
-            if name == "cuda_defaults":
-                library = next((tmp / name).rglob("*.so"))
-                result["bindings"] = regex_bindings(tmp, library)
-                result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
-                result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
-                result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
-                if shutil.which("gcc"):
-                    result["runner_native_stack"] = native_stack(tmp, library)
-                if shutil.which("gdb"):
-                    script = tmp / "load.py"
-                    script.write_text(LOAD)
-                    gdb = ["gdb", "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, str(script)]
-                    result["gdb"] = run(gdb + [device, str(path)], timeout=300)
-        report[name] = result
+    names = [n for n in args.variants.split(",") if not (args.cuda_only and VARIANTS[n][0] == "cpu")]
+
+    def one(name: str) -> None:  # variants build in parallel: each compile is one process of its own
+        defaults = name == "cuda_defaults"
+        report[name] = result = probe(tmp, name, args.deep and defaults, args.bindings and defaults)
         print(name, {k: v.get("rc") for k, v in result.items() if isinstance(v, dict) and "rc" in v}, flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
-    report["legacy_so"] = python(LEGACY)
-    print("legacy_so", report["legacy_so"].get("rc"), flush=True)
+
+    with ThreadPoolExecutor(len(names) or 1) as pool:
+        list(pool.map(one, names))
+    if not args.no_legacy:
+        report["legacy_so"] = python(LEGACY)
+        print("legacy_so", report["legacy_so"].get("rc"), flush=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
 
 

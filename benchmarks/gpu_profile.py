@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", default="row", choices=FP8_SCALES, help="fp8 scales (default: row)")
     parser.add_argument("--runs", type=int, default=5, help="timed forwards of each (default 5)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, bf16 only")
+    parser.add_argument("--layers", type=int, default=None, help="blocks to build (default: the model's)")
+    parser.add_argument(
+        "--variants", default="",
+        help=f"also time these, each on the model built anew, e.g. fp8+fused,fp8+cdt,bf16+fused: {VARIANT_HELP}",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="write profile.json here")
     args = parser.parse_args(argv)
 
@@ -149,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     scale = SMOKE if args.smoke else FULL
     size = (64, 64) if args.smoke else tuple(int(v) for v in args.size.split("x"))
     device = scale.device
-    transformer = build_transformer(scale.transformers[args.model], scale)
+    config = scale.transformers[args.model] | ({"num_layers": args.layers} if args.layers else {})
+    transformer = build_transformer(config, scale)
     report: dict = {"model": args.model, "size": list(size), "device": device, "torch": torch.__version__,
-                    "dtype": str(scale.dtype).removeprefix("torch.")}  # fmt: skip
+                    "dtype": str(scale.dtype).removeprefix("torch."), "layers": config["num_layers"]}  # fmt: skip
     if device == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
         fastest = PerformanceSettings.fastest(device)
@@ -173,11 +179,45 @@ def main(argv: list[str] | None = None) -> int:
         speedup = report["peaks_tflops"]["fp8"] / report["peaks_tflops"]["bf16"]
         report["fp8_bound_s"] = bound(report["bf16"], speedup)
         report["fp8_bound_perfect_s"] = bound(report["bf16"], 2.0)
+    del transformer
+    for name in filter(None, args.variants.split(",")):
+        report.setdefault("variants", {})[name] = variant(name, config, scale, size, args.runs, args.scales)
+        print(name, json.dumps({k: report["variants"][name][k] for k in ("forward_s", "kernel_ms")}), flush=True)
+        if args.out:  # written as each ends: a variant may be cut off by a time limit
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "profile.json").write_text(json.dumps(report, indent=1))
     print(render(report))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "profile.json").write_text(json.dumps(report, indent=1))
     return 0
+
+
+VARIANT_HELP = (
+    "bf16 or fp8 (the blocks' linears quantised as the fp8 preset does), with +fused (wan_t2i.performance."
+    "fuse_projections: one q|k|v and one k|v linear) and/or +cdt (Inductor's coordinate_descent_tuning for the "
+    "blocks' Triton kernels)"
+)
+
+
+def variant(name: str, config: dict, scale, size: tuple[int, int], runs: int, scales: str) -> dict:
+    """One VARIANT_HELP variant on a transformer built anew (the same seed): its forward, measured and profiled."""
+    from wan_t2i.performance import compile_blocks, fuse_projections, quantize_blocks_fp8
+
+    dtype, *extras = name.split("+")
+    if dtype not in ("bf16", "fp8") or not set(extras) <= {"fused", "cdt"}:
+        raise SystemExit(f"unknown variant {name!r}: {VARIANT_HELP}")
+    torch._dynamo.reset()
+    if scale.device == "cuda":
+        torch.cuda.empty_cache()
+    transformer = build_transformer(config, scale)
+    if "fused" in extras:
+        fuse_projections(transformer)
+    if dtype == "fp8":
+        quantize_blocks_fp8(transformer, scales=scales)
+    compile_blocks(transformer, options={"coordinate_descent_tuning": True} if "cdt" in extras else None)
+    compile_s, result = timed(lambda: measure(transformer, size, scale.device, runs))
+    return result | {"measure_s_with_compile": compile_s}
 
 
 def render(report: dict) -> str:
@@ -205,6 +245,10 @@ def render(report: dict) -> str:
             f"({report['fp8_bound_s'] / bf16:.3f}x bf16); with matmuls exactly twice as fast: "
             f"{report['fp8_bound_perfect_s']:.4f} s ({report['fp8_bound_perfect_s'] / bf16:.3f}x).",
         ]
+    for name, r in report.get("variants", {}).items():
+        cells = " | ".join(f"{r['kernel_ms'][k]:.1f} ({100 * r['share'][k]:.0f}%)" for k in KINDS)
+        ratio = r["forward_s"] / report["bf16"]["forward_s"]
+        lines.append(f"\n{name}: forward {r['forward_s']:.4f} s ({ratio:.3f}x bf16) | {cells}")
     return "\n".join(lines)
 
 

@@ -336,12 +336,19 @@ def _detached(module: torch.nn.Module, parts: Sequence[torch.nn.Module]) -> Iter
             parent._modules[name] = child
 
 
-def compile_blocks(transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True) -> None:
-    """Regional compilation: each block's forward is compiled once per input shape and shared by all layers."""
+def compile_blocks(
+    transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True, options: dict | None = None
+) -> None:
+    """Regional compilation: each block's forward is compiled once per input shape and shared by all layers.
+    `options`: Inductor settings for these blocks alone (torch.compile's `options`)."""
     dynamo_config = torch._dynamo.config
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
-    transformer.compile_repeated_blocks(mode=mode, dynamic=False, fullgraph=fullgraph)
+    # torch.compile takes a mode or options, not both: options apply to the default mode only
+    if options and mode != "default":
+        raise ValueError(f"compile options need compile mode 'default', not {mode!r}")
+    choice = {"options": options} if options else {"mode": mode}
+    transformer.compile_repeated_blocks(dynamic=False, fullgraph=fullgraph, **choice)
     if "reduce-overhead" in mode:
         # CUDA graphs reuse their output memory at the next replay, and each block's output is the next block's
         # input: every block call starts a new graph step and hands back a copy of its output. Done outside the
@@ -385,6 +392,23 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> No
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if scales == "row" else PerTensor())
     for block in _repeated_blocks(transformer):
         quantize_(block, config, filter_fn=fits)
+
+
+def fuse_projections(transformer: torch.nn.Module) -> None:
+    """diffusers' fused attention projections: one linear for q, k and v in self-attention and one for k and v in
+    cross-attention (`fuse_qkv_projections`), then the separate layers dropped, so that the weights are not held
+    twice. The same numbers (each output column is its own dot product); one input quantisation and one GEMM where
+    there were three. No undo: load again for the separate layers."""
+    transformer.fuse_qkv_projections()
+    for module in transformer.modules():
+        if not getattr(module, "fused_projections", False):
+            continue
+        fused = ("to_k", "to_v") if module.is_cross_attention else ("to_q", "to_k", "to_v")
+        if getattr(module, "added_kv_proj_dim", None) is not None:
+            fused += ("add_k_proj", "add_v_proj")
+        for name in fused:
+            if hasattr(module, name):
+                delattr(module, name)
 
 
 def is_quantized(transformer: torch.nn.Module) -> bool:
