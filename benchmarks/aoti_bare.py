@@ -2,15 +2,21 @@
 `torch.nn.Linear`, exported and packaged by PyTorch alone, then loaded in fresh processes in several ways, with the
 native stack of a crash (gdb, where the machine has it) and what the package's shared library links against.
 
-    PYTHONUNBUFFERED=1 python -m benchmarks.aoti_bare [--out FILE]
+    PYTHONUNBUFFERED=1 python -m benchmarks.aoti_bare [--variants A,B] [--deep] [--bindings] [--out FILE]
 
-Variants: AOTInductor's defaults, loaded by the package loader (also with CUDA_LAUNCH_BLOCKING), its library alone
-opened with `ctypes` (its static initialisers), and its library run by the C++ runner without the package loader
-(`torch._C._aoti.AOTIModelContainerRunnerCuda`); the package built and loaded on the CPU (does loading work at all
-here?); and the older, package-less path (`torch._export.aot_compile` + `torch._export.aot_load`).
+Variants (built in parallel, each loaded in a fresh process): AOTInductor's defaults; its library linked with
+`-Bsymbolic` (what wan_t2i.aot does: the library's std::regex code binds to its own copies, not to those libtorch
+exports); compiled as C++20 (PyTorch's own standard); both; and the package built and loaded on the CPU (does loading
+work at all here?). `--deep`: the defaults' library also loaded in every other way: with CUDA_LAUNCH_BLOCKING, opened
+alone with `ctypes` (its static initialisers), run by the C++ runner without the package loader
+(`torch._C._aoti.AOTIModelContainerRunnerCuda`), with the runner's native stack. `--bindings`: the dynamic linker's
+log (LD_DEBUG) of where the defaults' std::regex symbols were bound. Also the older, package-less path
+(`torch._export.aot_compile` + `torch._export.aot_load`) unless `--no-legacy`.
 
 On an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti-bare): the defaults, and kernels
-embedded in the library (`aot_inductor.embed_kernel_binary`), both crashed with SIGSEGV in `_load_aoti`.
+embedded in the library (`aot_inductor.embed_kernel_binary`), both crashed with SIGSEGV in `_load_aoti`; the native
+stack ends in `parse_device_str`'s std::regex. A package linked with `-Bsymbolic` crashed the same way
+(benchmarks/records/2026-12-07-h100-pair-sweep-floors, aoti_cuda.json).
 """
 
 from __future__ import annotations
