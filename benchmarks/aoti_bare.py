@@ -5,9 +5,9 @@ native stack of a crash (gdb, where the machine has it) and what the package's s
     PYTHONUNBUFFERED=1 python -m benchmarks.aoti_bare [--variants A,B] [--deep] [--bindings] [--out FILE]
 
 Variants (built in parallel, each loaded in a fresh process): AOTInductor's defaults; its library linked with
-`-Bsymbolic` (what wan_t2i.aot does: the library's std::regex code binds to its own copies, not to those libtorch
-exports); compiled as C++20 (PyTorch's own standard); both; and the package built and loaded on the CPU (does loading
-work at all here?). `--deep`: the defaults' library also loaded in every other way: with CUDA_LAUNCH_BLOCKING, opened
+`-Bsymbolic` (the library's std::regex code then binds to its own copies, not to those libtorch exports); compiled
+as C++20 (PyTorch's own standard); both; and the package built and loaded on the CPU (does loading work at all
+here?). `--deep`: the defaults' library also loaded in every other way: with CUDA_LAUNCH_BLOCKING, opened
 alone with `ctypes` (its static initialisers), run by the C++ runner without the package loader
 (`torch._C._aoti.AOTIModelContainerRunnerCuda`), with the runner's native stack. `--bindings`: the dynamic linker's
 log (LD_DEBUG) of where the defaults' std::regex symbols were bound. Also the older, package-less path
@@ -16,7 +16,7 @@ log (LD_DEBUG) of where the defaults' std::regex symbols were bound. Also the ol
 On an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti-bare): the defaults, and kernels
 embedded in the library (`aot_inductor.embed_kernel_binary`), both crashed with SIGSEGV in `_load_aoti`; the native
 stack ends in `parse_device_str`'s std::regex. A package linked with `-Bsymbolic` crashed the same way
-(benchmarks/records/2026-12-07-h100-pair-sweep-floors, aoti_cuda.json).
+(benchmarks/records/2026-12-07-h100-pair-sweep-floors, aoti_cuda.json, built while wan_t2i.aot linked so).
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ device, options, path, flags = sys.argv[1], eval(sys.argv[2]), sys.argv[3], eval
 if flags.get("std"):  # the C++ standard the library is compiled for (PyTorch's own was built for C++20)
     cpp_builder._get_cpp_std_cflag = lambda std_num=None: [f"std={flags['std']}"]
 print("std", cpp_builder._get_cpp_std_cflag(), flush=True)
-from wan_t2i.aot import linked_with
-with linked_with(tuple(flags.get("link", ()))):
+original = cpp_builder._get_optimization_cflags  # PyTorch has no option for extra link flags: this returns them
+def with_flags(*args, **kwargs):
+    cflags, ldflags = original(*args, **kwargs)
+    return cflags, [*ldflags, *flags.get("link", ())]
+cpp_builder._get_optimization_cflags = with_flags
+if True:
     model = torch.nn.Linear(64, 64).to(device)
     example = (torch.randn(8, 64, device=device),)
     program = torch.export.export(model, example)
@@ -164,7 +168,7 @@ def regex_bindings(tmp: Path, library: Path) -> dict:
     return result
 
 
-# name: (device, inductor options, build flags: "link" (linker flags, wan_t2i.aot.linked_with), "std" (C++))
+# name: (device, inductor options, build flags: "link" (linker flags, added where cpp_builder takes its own), "std")
 VARIANTS = {
     "cuda_defaults": ("cuda", {}, {}),
     "cuda_bsymbolic": ("cuda", {}, {"link": ["Wl,-Bsymbolic"]}),

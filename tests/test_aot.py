@@ -4,10 +4,8 @@ applied to what they were not built for. On the CPU with the tiny random model (
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,20 +66,6 @@ def test_compile_cache_does_not_combine_with_streaming_or_fp8() -> None:
         replace(PerformanceSettings(low_memory=True), compile_cache="/tmp/x")
 
 
-def library_flags(package: Path, folder: Path) -> list[str]:
-    """The dynamic-section FLAGS line (readelf) of each shared library in an AOTInductor package."""
-    if shutil.which("readelf") is None:
-        pytest.skip("readelf (binutils, which the C++ compiler AOTInductor needs comes with) is not on this machine")
-    zipfile.ZipFile(package).extractall(folder)
-    libraries = list(folder.rglob("*.so"))
-    assert libraries, f"no shared library in {package}"
-    return [
-        " ".join(line for line in subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True,
-                                                 check=True).stdout.splitlines() if "(FLAGS)" in line)
-        for so in libraries
-    ]  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_second_start_loads_the_package_without_tracing_and_a_stale_one_is_rebuilt(
     tiny_wan_dir: Path, tiny_pipe, tmp_path: Path
@@ -92,8 +76,6 @@ def test_a_second_start_loads_the_package_without_tracing_and_a_stale_one_is_reb
     cache = tmp_path / "cache"
     cache.mkdir()
     assert start(tiny_wan_dir, cache, "first") == {"built": 1, "loaded": 0}
-    (package,) = cache.glob("*/package.pt2")
-    assert all("SYMBOLIC" in flags for flags in library_flags(package, tmp_path / "unpacked"))  # wan_t2i.aot.LINK_FLAGS
     assert start(tiny_wan_dir, cache, "no-tracing") == {"built": 0, "loaded": 1}
     eager = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
     for label, result in eager.results.items():

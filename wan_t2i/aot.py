@@ -16,7 +16,6 @@ A package that fails to load is built again; one that fails to build leaves that
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +23,6 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +42,6 @@ INDUCTOR_OPTIONS: dict[str, Any] = {
     "always_keep_tensor_constants": True,
     "joint_graph_constant_folding": False,
 }
-# Linker flags for the package's library (cpp_builder's spelling, without the leading dash). `-Bsymbolic` binds the
-# library's references to what it defines itself: the C++ standard library's templates it instantiates (std::regex in
-# AOTInductor's own `parse_device_str`, run as a package loads) are then its own, not the copies libtorch exports,
-# which a different compiler, or another -std, may have laid out differently (benchmarks/records/*-aoti-bare).
-LINK_FLAGS: tuple[str, ...] = ("Wl,-Bsymbolic",)
 MAX_BATCH = 64  # rows of one forward (a sweep's chunk at most): the dynamic batch dimension's upper bound
 FORMAT = 2  # of the package folder; a change here builds every package anew
 log = logging.getLogger(__name__)
@@ -192,9 +185,8 @@ def build(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        with linked_with(LINK_FLAGS):
-            torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
-                                                     inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
+        torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
+                                                 inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
         (staging / "fingerprint.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
         if folder.exists():  # a package that did not load, or of another fingerprint: replaced
             shutil.rmtree(folder)
@@ -202,29 +194,6 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / "package.pt2"
-
-
-@contextlib.contextmanager
-def linked_with(flags: tuple[str, ...]) -> Iterator[None]:
-    """While it lasts, AOTInductor links the libraries it builds with `flags` too. PyTorch has no option for it: its
-    C++ builder takes link flags from `_get_optimization_cflags`, which this wraps (and leaves alone without flags, or
-    where this torch has no such function)."""
-    from torch._inductor import cpp_builder
-
-    original = getattr(cpp_builder, "_get_optimization_cflags", None)
-    if not flags or original is None:
-        yield
-        return
-
-    def with_flags(*args, **kwargs):
-        cflags, ldflags = original(*args, **kwargs)
-        return cflags, [*ldflags, *flags]
-
-    cpp_builder._get_optimization_cflags = with_flags
-    try:
-        yield
-    finally:
-        cpp_builder._get_optimization_cflags = original
 
 
 def check_device(device: str | torch.device) -> None:
