@@ -44,7 +44,7 @@ def bench_fp8(bench: Bench, model: str, components: WanComponents, references: d
     (the first includes compilation), the bare loop and its error, the pair; then the capped-memory cases."""
     settings = replace(
         settled_settings(bench, model), fp8=True, fp8_scales=bench.results["meta"]["fp8_scales"],
-        tune_kernels=True, compile_mode="default",
+        compile_mode="default",
     )  # fmt: skip  # fastest as the model's section settled it, made what the fp8 preset (fp8_for) makes of fastest
     holder: dict = {}
 
@@ -129,7 +129,7 @@ def bench_fp8_capped(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], 
         second = build_transformer(bench.scale.transformers["14b"], bench.scale)
         two = replace(components, transformer_2=second, boundary_ratio=BOUNDARY_RATIO)
         scales = bench.results["meta"]["fp8_scales"]
-        apply(two, replace(settled_settings(bench, "14b"), fp8=True, fp8_scales=scales, tune_kernels=True,
+        apply(two, replace(settled_settings(bench, "14b"), fp8=True, fp8_scales=scales,
                            compile_mode="default"))  # fmt: skip  # the student's blocks are quantised already
         holder["pipe"] = WanT2IPipeline(two)
         return capped_runs(holder["pipe"], bench, size, gpu_gb)

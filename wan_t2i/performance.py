@@ -69,10 +69,6 @@ class PerformanceSettings:
     compile_cache: str | None = None
     # Replay the text encoder from CUDA graphs, one per prompt length (wan_t2i.text_graphs); on CUDA only
     text_graphs: bool = False
-    # With compile: Inductor's coordinate-descent tuning of the blocks' Triton kernels (each kernel's block sizes and
-    # warps timed at compilation: a longer first image). `fp8` turns it on: its activations' quantisation kernels run
-    # far from the memory bandwidth with Inductor's default configurations (docs/performance.md#fp8).
-    tune_kernels: bool = False
 
     def __post_init__(self):
         if self.compile and self.low_memory:
@@ -155,8 +151,7 @@ class PerformanceSettings:
             )
         if importlib.util.find_spec("torchao") is None:
             raise ValueError("the fp8 preset needs torchao: pip install 'wan-t2i[gpu]' (or torchao)")
-        # graphs never measured in fp8
-        return replace(cls.fastest(device), fp8=True, compile_mode="default", tune_kernels=True)
+        return replace(cls.fastest(device), fp8=True, compile_mode="default")  # graphs never measured in fp8
 
 
 PRESETS = {
@@ -254,8 +249,7 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             mode = settings.compile_mode
             if mode == "auto":
                 mode = "reduce-overhead" if graphs_pay(transformer, components.device) else "default"
-            options = {"coordinate_descent_tuning": True} if settings.tune_kernels else None
-            compile_blocks(transformer, mode=mode, fullgraph=settings.fullgraph, options=options)
+            compile_blocks(transformer, mode=mode, fullgraph=settings.fullgraph)
         else:
             uncompile_blocks(transformer)
     if settings.low_memory and components.device.type == "cuda":
@@ -350,8 +344,10 @@ def compile_blocks(
     dynamo_config = torch._dynamo.config
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
-    # torch.compile takes a mode or options, not both: with options, the mode's own settings join them
-    choice = {"options": torch._inductor.list_mode_options(mode) | options} if options else {"mode": mode}
+    # torch.compile takes a mode or options, not both: options apply to the default mode only
+    if options and mode != "default":
+        raise ValueError(f"compile options need compile mode 'default', not {mode!r}")
+    choice = {"options": options} if options else {"mode": mode}
     transformer.compile_repeated_blocks(dynamic=False, fullgraph=fullgraph, **choice)
     if "reduce-overhead" in mode:
         # CUDA graphs reuse their output memory at the next replay, and each block's output is the next block's
