@@ -67,7 +67,7 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
     timestep = torch.tensor([999, 500], device="cuda")
     with torch.no_grad():
         eager = transformer(x, timestep, context, return_dict=False)[0]
-        forward = aot.compile_ahead(transformer, folder)
+        forward = aot.compile_ahead(transformer, folder, kind="packages")
         start = time.time()
         print("STAGE first call (load or build)", flush=True)
         out = transformer(x, timestep, context, return_dict=False)[0]

@@ -12,10 +12,19 @@ CUDA card's name and capability), the transformer's config and dtype, and the in
 height and width; text length and width); the batch is dynamic (1 to `MAX_BATCH` rows). Anything else has another
 fingerprint, so its package is not found and is built anew: a package is never applied to what it was not built for.
 A package that fails to load is built again; one that fails to build leaves that shape eager, with a warning.
+
+On CUDA, AOTInductor's loader crashed on every package (torch 2.11.0+cu130, H100: benchmarks/records/
+2026-12-07-h100-aoti-bare), so there the cache keeps blocks instead (`PrecompiledBlocks`): the repeated block that
+`torch.compile`'s regional compilation compiles once for all layers, compiled by Dynamo's own ahead-of-time path
+(`torch.compile(...).aot_compile`, `save_compiled_function`) and loaded by a later start with
+`torch.compiler.load_compiled_function`, no tracing and none of AOTInductor's C++ runtime. One function per input
+shape, taking the block as its first argument, serves every block; it is filed under the same kind of fingerprint
+(the block's input shapes, the attention backends' order and TF32 too) and checks its own guards before it is used.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,8 +39,9 @@ import torch
 
 # Loading any AOTInductor package on CUDA crashes the process (SIGSEGV in PyTorch's own loader, `_load_aoti`) with
 # torch 2.11.0+cu130 on an H100, even a single nn.Linear packaged with AOTInductor's defaults:
-# benchmarks/records/2026-12-07-h100-aoti. A crash cannot be caught, so the cache runs on the CPU only; where
-# `python -m benchmarks.aoti_cuda --sizes linear` passes, set True to use it on CUDA.
+# benchmarks/records/2026-12-07-h100-aoti. A crash cannot be caught, so on CUDA the cache keeps Dynamo-compiled
+# blocks instead (PrecompiledBlocks); where `python -m benchmarks.aoti_cuda --sizes linear` passes, set True to use
+# packages on CUDA too.
 ALLOW_CUDA = False
 # AOTInductor's options for a package without its weights. `package_constants_in_so` off: the package binds the
 # transformer's own tensors at load (see `AotForward._bind`). Constant folding off and every tensor constant kept, as
@@ -196,23 +206,154 @@ def build(
     return folder / "package.pt2"
 
 
-def check_device(device: str | torch.device) -> None:
-    """ValueError, in one line, for a device the cache does not run on yet (CUDA: see ALLOW_CUDA)."""
-    if torch.device(device).type == "cuda" and not ALLOW_CUDA:
-        raise ValueError(
-            "compile_cache runs on the CPU only for now: on CUDA, PyTorch's loader crashed on any compiled package "
-            "(H100, torch 2.11+cu130; docs/performance.md#compiled-once-not-at-every-start): use the fastest preset"
-        )
+def repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer's repeated blocks (diffusers' `_repeated_blocks`: what regional compilation compiles once)."""
+    names = set(getattr(transformer, "_repeated_blocks", None) or [])
+    return [m for m in transformer.modules() if type(m).__name__ in names]
 
 
-def compile_ahead(transformer: torch.nn.Module, cache: str | os.PathLike) -> AotForward:
-    """Make `transformer` run ahead-of-time compiled packages kept in `cache` (a folder), shape by shape; returns the
-    stand-in forward. `uncompile_ahead` undoes it."""
-    forward = AotForward(transformer, cache)
-    transformer.forward = forward
-    return forward
+class PrecompiledBlocks:
+    """Stands in for every repeated block's forward: each input shape runs one function compiled by Dynamo ahead of
+    time, loaded from (or built into) `cache`, with the block as its first argument (see the module's docstring).
+
+    A shape whose function cannot be built runs eagerly, with a warning. `built`, `loaded`: how many functions this
+    instance compiled, and loaded from disk.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
+        self.transformer, self.cache = transformer, Path(cache)
+        self.functions: dict[str, Any] = {}  # fingerprint key -> loaded function, or None where the build failed
+        self.built = self.loaded = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, block: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        function = self.function_for(block, args, kwargs)
+        if function is None:
+            return type(block).forward(block, *args, **kwargs)
+        return function(block, *args, **kwargs)
+
+    def function_for(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        facts = block_fingerprint(self.transformer, block, args, kwargs)
+        key = key_of(facts)
+        with self._lock:
+            if key not in self.functions:
+                self.functions[key] = self._load_or_build(key, facts, block, args, kwargs)
+            return self.functions[key]
+
+    def _load_or_build(self, key: str, facts: dict, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        folder = self.cache / key
+        if (folder / "fingerprint.json").is_file():
+            try:
+                if json.loads((folder / "fingerprint.json").read_text()) != facts:
+                    raise ValueError("its fingerprint is not this model's")
+                with open(folder / "block.bin", "rb") as file:
+                    function = torch.compiler.load_compiled_function(file)
+                if not function.guard_check(block, *args, **kwargs):
+                    raise ValueError("its guards do not hold for these inputs")
+                self.loaded += 1
+                return function
+            except Exception as error:  # from elsewhere, truncated, or of another torch: built anew
+                log.warning("compiled block %s not used (%s): building it again", folder, error)
+        try:
+            function = build_block(block, args, kwargs, folder, facts)
+        except Exception as error:  # a block Dynamo cannot compile ahead of time: this shape runs eagerly
+            log.warning("ahead-of-time compilation of the blocks failed (%s): running them eagerly", error)
+            return None
+        self.built += 1
+        return function
+
+
+def block_fingerprint(transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
+    """What a compiled block is built for: the transformer's facts (`fingerprint`, without its input shapes), the
+    block's inputs (shape and dtype of each tensor), and the process-wide settings the compiled code bakes in."""
+    tensor = next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
+    facts = fingerprint(transformer, tensor, tensor)
+    for name in ("latents", "text", "timestep_dtype"):
+        del facts[name]
+
+    def describe(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return [list(value.shape), str(value.dtype)]
+        if isinstance(value, tuple | list):
+            return [describe(v) for v in value]
+        return repr(value)
+
+    facts |= {"kind": "block", "block": type(block).__name__, "args": describe(args),
+              "kwargs": {k: describe(v) for k, v in sorted(kwargs.items())},
+              "grad": torch.is_grad_enabled(), "inference_mode": torch.is_inference_mode_enabled(),
+              "tf32": torch.backends.cuda.matmul.allow_tf32}  # fmt: skip
+    if tensor.device.type == "cuda":  # the attention kernel is chosen when the block is traced
+        facts["attention_order"] = [int(b) for b in torch._C._get_sdp_priority_order()]
+    return facts
+
+
+def build_block(block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path, facts: dict) -> Any:
+    """Compile `block`'s forward for these inputs with Dynamo's ahead-of-time path and write it, with its
+    fingerprint, to `folder`, whole or not at all; returns the compiled function (the block is its first argument)."""
+    if hasattr(torch._dynamo.config, "enable_aot_compile"):
+        torch._dynamo.config.enable_aot_compile = True
+    # The block's stand-in forward leads to this cache's lock, which the saved guards could not hold: set aside.
+    stand_in = block.__dict__.pop("forward", None)
+    try:
+        compile = torch.compile(type(block).forward, fullgraph=True, dynamic=False)
+        compiled = compile.aot_compile(((block, *args), kwargs))
+    finally:
+        if stand_in is not None:
+            block.forward = stand_in
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        compiled.save_compiled_function(str(staging / "block.bin"))
+        (staging / "fingerprint.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
+        if folder.exists():  # one that did not load, or of another fingerprint: replaced
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return compiled
+
+
+class _BlockForward(functools.partial):
+    """A block's forward while PrecompiledBlocks stands in for it (a partial that `uncompile_ahead` recognises)."""
+
+
+def compile_ahead(
+    transformer: torch.nn.Module, cache: str | os.PathLike, kind: str | None = None
+) -> AotForward | PrecompiledBlocks:
+    """Make `transformer` run ahead-of-time compiled code kept in `cache` (a folder), shape by shape: AOTInductor
+    packages of the whole forward (`kind="packages"`, the CPU's default) or Dynamo-compiled blocks (`"blocks"`,
+    CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again).
+    Returns the stand-in; `uncompile_ahead` undoes it."""
+    if kind is None:
+        on_cuda = next(transformer.parameters()).device.type == "cuda"
+        kind = "blocks" if on_cuda and not ALLOW_CUDA else "packages"
+    if kind == "packages":
+        forward = AotForward(transformer, cache)
+        transformer.forward = forward
+        return forward
+    if kind != "blocks":
+        raise ValueError(f"kind must be 'packages' or 'blocks', got {kind!r}")
+    blocks = PrecompiledBlocks(transformer, cache)
+    for block in repeated_blocks(transformer):
+        block.forward = _BlockForward(blocks, block)
+    return blocks
+
+
+def ahead_of(transformer: torch.nn.Module) -> AotForward | PrecompiledBlocks | None:
+    """What `compile_ahead` put on `transformer`, or None."""
+    forward = transformer.__dict__.get("forward")
+    if isinstance(forward, AotForward):
+        return forward
+    for block in repeated_blocks(transformer):
+        forward = block.__dict__.get("forward")
+        if isinstance(forward, _BlockForward):
+            return forward.func
+    return None
 
 
 def uncompile_ahead(transformer: torch.nn.Module) -> None:
     if isinstance(transformer.__dict__.get("forward"), AotForward):
         del transformer.forward
+    for block in repeated_blocks(transformer):
+        if isinstance(block.__dict__.get("forward"), _BlockForward):
+            del block.forward

@@ -143,7 +143,8 @@ def pipeline_options(args: argparse.Namespace) -> dict:
             raise ValueError("the fp8 preset compiles with torch.compile, which ZeroGPU does not run: use fastest")
         if args.performance == "fastest":
             # Ahead-of-time packages (compile_cache, what ZeroGPU's spaces.aoti_* apply) would stand in for the
-            # compilation, but loading one crashed on CUDA (wan_t2i.aot.ALLOW_CUDA): eager until that works.
+            # compilation, but loading one crashed on CUDA (wan_t2i.aot.ALLOW_CUDA), and the cache's CUDA blocks are
+            # built by torch.compile: eager until one of them runs there.
             import torch
 
             from wan_t2i.performance import PerformanceSettings

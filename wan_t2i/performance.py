@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from wan_t2i.aot import check_device, compile_ahead, uncompile_ahead
+from wan_t2i.aot import compile_ahead, repeated_blocks, uncompile_ahead
 from wan_t2i.loading import WanComponents
 from wan_t2i.single_frame import flatten_vae, unflatten_vae
 from wan_t2i.text_graphs import graph_text_encoder, ungraph_text_encoder
@@ -219,8 +219,6 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
 
     Call it before the first generation: compilation happens lazily at the first forward of each shape.
     """
-    if settings.compile_cache is not None:
-        check_device(components.device)
     if settings.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -274,7 +272,7 @@ def graphs_pay(transformer: torch.nn.Module, device: str | torch.device) -> bool
 def resident_blocks(transformer: torch.nn.Module, budget_bytes: float) -> list[torch.nn.Module]:
     """As many of the transformer's blocks as `budget_bytes` holds, spread evenly over its depth (so that the
     streamed blocks' copies overlap the compute of resident ones, not only of each other)."""
-    blocks = _repeated_blocks(transformer)
+    blocks = repeated_blocks(transformer)
     if not blocks:
         return []
     size = sum(p.numel() * p.element_size() for p in blocks[0].parameters())
@@ -353,7 +351,7 @@ def compile_blocks(
         # CUDA graphs reuse their output memory at the next replay, and each block's output is the next block's
         # input: every block call starts a new graph step and hands back a copy of its output. Done outside the
         # compiled call, which Dynamo would otherwise trace (it refuses the step marker).
-        for block in _repeated_blocks(transformer):
+        for block in repeated_blocks(transformer):
             block._compiled_call_impl = _graph_step_per_call(block._compiled_call_impl)
 
 
@@ -365,11 +363,6 @@ def _graph_step_per_call(compiled: Callable) -> Callable:
 
     call.marks_graph_steps = True
     return call
-
-
-def _repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
-    names = set(getattr(transformer, "_repeated_blocks", None) or [])
-    return [m for m in transformer.modules() if type(m).__name__ in names]
 
 
 def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> None:
@@ -390,7 +383,7 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> No
         )
 
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow() if scales == "row" else PerTensor())
-    for block in _repeated_blocks(transformer):
+    for block in repeated_blocks(transformer):
         quantize_(block, config, filter_fn=fits)
 
 

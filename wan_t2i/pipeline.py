@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
-from wan_t2i.aot import check_device
 from wan_t2i.constants import TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, Row, guided_model_fn
@@ -157,7 +156,6 @@ class WanT2IPipeline:
         else:
             settings = preset(performance, device, gpu_memory_gb)
         if compile_cache is not None:
-            check_device(device)  # before minutes of loading
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
