@@ -66,7 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compile_cache",
         default=env("WAN_T2I_COMPILE_CACHE"),
         help="a folder: run the transformers ahead-of-time compiled, built once (at start-up, minutes) and loaded by "
-        "every later start; CPU only for now: refused on CUDA (docs/performance.md)",
+        "every later start; on CUDA the transformers' repeated block (docs/performance.md)",
     )
     parser.add_argument(
         "--devices",

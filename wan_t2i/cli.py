@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--compile_cache",
         help="a folder: run the transformers ahead-of-time compiled, each size built once (minutes) and loaded by "
-        "every later run; CPU only for now (docs/performance.md)",
+        "every later run; on CUDA the transformers' repeated block (docs/performance.md)",
     )
     model.add_argument(
         "--devices",
