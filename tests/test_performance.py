@@ -272,6 +272,22 @@ def test_apply_converts_the_vae_and_compiles_blocks_lazily(tiny_wan_dir):
     assert not performance.is_compiled(components.transformer)
 
 
+def test_fuse_projections_gives_the_same_output_and_holds_each_weight_once():
+    """benchmarks.gpu_profile's +fused variant: diffusers' fused q|k|v and k|v linears, the separate ones dropped."""
+    transformer = tiny_transformer().eval()
+    inputs = dict(hidden_states=torch.randn(2, 16, 1, 8, 12), timestep=torch.tensor([999, 500]),
+                  encoder_hidden_states=torch.randn(2, TEXT_LEN, 32), return_dict=False)  # fmt: skip
+    count = sum(p.numel() for p in transformer.parameters())
+    with torch.no_grad():
+        before = transformer(**inputs)[0]
+        performance.fuse_projections(transformer)
+        after = transformer(**inputs)[0]
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in transformer.parameters()) == count
+    attention = transformer.blocks[0].attn1
+    assert hasattr(attention, "to_qkv") and not hasattr(attention, "to_q")
+
+
 def test_compile_blocks_passes_inductor_options_in_the_default_mode_only(monkeypatch):
     """benchmarks.gpu_profile's variants compile with Inductor options; torch.compile takes a mode or options."""
     transformer = tiny_transformer().eval()
