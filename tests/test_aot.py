@@ -37,9 +37,9 @@ print(json.dumps({"built": forward.built, "loaded": forward.loaded}))
 """
 
 
-def start(teacher: Path, cache: Path, mode: str) -> dict:
+def start(teacher: Path, cache: Path, mode: str, script: str = START) -> dict:
     """A fresh process that loads the model with the compile cache and renders a pair; what it built and loaded."""
-    done = subprocess.run([sys.executable, "-c", START, str(teacher), str(cache), mode], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", script, str(teacher), str(cache), mode], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -177,13 +177,6 @@ print(json.dumps({"built": blocks.built, "loaded": blocks.loaded}))
 """
 
 
-def blocks_start(teacher: Path, cache: Path, mode: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", BLOCKS, str(teacher), str(cache), mode], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when_stale(
     tiny_wan_dir: Path, tiny_pipe, tmp_path: Path
@@ -194,10 +187,10 @@ def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when
     this model's is built anew."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    first = blocks_start(tiny_wan_dir, cache, "first")
+    first = start(tiny_wan_dir, cache, "first", BLOCKS)
     assert first["built"] >= 1 and first["loaded"] == 0
     assert len(list(cache.glob("*/block.bin"))) == first["built"]
-    assert blocks_start(tiny_wan_dir, cache, "no-compiling") == {"built": 0, "loaded": first["built"]}
+    assert start(tiny_wan_dir, cache, "no-compiling", BLOCKS) == {"built": 0, "loaded": first["built"]}
     eager = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
     for label, result in eager.results.items():
         for mode in ("first", "no-compiling"):
@@ -206,7 +199,7 @@ def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when
     folder = next(p for p in cache.iterdir() if p.is_dir())
     facts = json.loads((folder / "fingerprint.json").read_text())
     (folder / "fingerprint.json").write_text(json.dumps(facts | {"torch": "another"}))  # built for something else
-    again = blocks_start(tiny_wan_dir, cache, "stale")
+    again = start(tiny_wan_dir, cache, "stale", BLOCKS)
     assert again == {"built": 1, "loaded": first["built"] - 1}
     assert json.loads((folder / "fingerprint.json").read_text()) == facts
 
