@@ -211,8 +211,9 @@ def test_a_block_fingerprint_names_its_inputs_and_the_baked_in_settings(tiny_pip
     block = repeated_blocks(transformer)[0]
     x, text = torch.zeros(2, 24, 32), torch.zeros(2, 16, 32)
     facts = block_fingerprint(transformer, block, (x, text), {"temb": torch.zeros(2, 6, 32)})
-    assert facts["args"] == [[[2, 24, 32], "torch.float32"], [[2, 16, 32], "torch.float32"]]
-    assert facts["kwargs"] == {"temb": [[2, 6, 32], "torch.float32"]} and facts["kind"] == "block"
+    assert facts["args"] == [["cpu", [2, 24, 32], "torch.float32"], ["cpu", [2, 16, 32], "torch.float32"]]
+    assert facts["kwargs"] == {"temb": ["cpu", [2, 6, 32], "torch.float32"]} and facts["kind"] == "block"
+    assert json.loads(json.dumps(facts)) == facts  # compared with fingerprint.json as read back
     assert key_of(facts) != key_of(block_fingerprint(transformer, block, (x[:1], text[:1]), {}))
     with torch.inference_mode():
         assert key_of(facts) != key_of(

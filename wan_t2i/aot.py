@@ -19,7 +19,8 @@ On CUDA, AOTInductor's loader crashed on every package (torch 2.11.0+cu130, H100
 (`torch.compile(...).aot_compile`, `save_compiled_function`) and loaded by a later start with
 `torch.compiler.load_compiled_function`, no tracing and none of AOTInductor's C++ runtime. One function per input
 shape, taking the block as its first argument, serves every block; it is filed under the same kind of fingerprint
-(the block's input shapes, the attention backends' order and TF32 too) and checks its own guards before it is used.
+(the block's input shapes, the grad mode, TF32 and the attention backends' order too) and checks its own guards
+before it is used.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ class PrecompiledBlocks:
     def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
         self.transformer, self.cache = transformer, Path(cache)
         self.functions: dict[str, Any] = {}  # fingerprint key -> loaded function, or None where the build failed
+        self._by_inputs: dict[tuple, Any] = {}  # block_inputs -> the same: every block call looks here first
         self.built = self.loaded = 0
         self._lock = threading.Lock()
 
@@ -233,12 +235,17 @@ class PrecompiledBlocks:
         return function(block, *args, **kwargs)
 
     def function_for(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
-        facts = block_fingerprint(self.transformer, block, args, kwargs)
-        key = key_of(facts)
+        inputs = block_inputs(args, kwargs)
+        if inputs in self._by_inputs:  # 30-40 block calls a forward: no fingerprint hashed for them
+            return self._by_inputs[inputs]
         with self._lock:
-            if key not in self.functions:
-                self.functions[key] = self._load_or_build(key, facts, block, args, kwargs)
-            return self.functions[key]
+            if inputs not in self._by_inputs:
+                facts = block_fingerprint(self.transformer, block, args, kwargs)
+                key = key_of(facts)
+                if key not in self.functions:
+                    self.functions[key] = self._load_or_build(key, facts, block, args, kwargs)
+                self._by_inputs[inputs] = self.functions[key]
+            return self._by_inputs[inputs]
 
     def _load_or_build(self, key: str, facts: dict, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         folder = self.cache / key
@@ -263,28 +270,35 @@ class PrecompiledBlocks:
         return function
 
 
+def _describe(value: Any) -> Any:
+    """A block input as the fingerprint keeps it: a tensor's device, shape and dtype; other values by repr."""
+    if isinstance(value, torch.Tensor):
+        return (str(value.device), tuple(value.shape), str(value.dtype))
+    if isinstance(value, tuple | list):
+        return tuple(_describe(v) for v in value)
+    return repr(value)
+
+
+def block_inputs(args: tuple, kwargs: dict) -> tuple:
+    """What besides the model a compiled block depends on, as a hashable tuple: its inputs (`_describe`), the grad
+    mode, TF32, and the attention backends' order (the attention kernel is chosen when the block is traced)."""
+    order = tuple(torch._C._get_sdp_priority_order()) if hasattr(torch._C, "_get_sdp_priority_order") else ()
+    return (_describe(args), tuple((k, _describe(v)) for k, v in sorted(kwargs.items())),
+            torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.backends.cuda.matmul.allow_tf32,
+            tuple(int(b) for b in order))  # fmt: skip
+
+
 def block_fingerprint(transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
     """What a compiled block is built for: the transformer's facts (`fingerprint`, without its input shapes), the
-    block's inputs (shape and dtype of each tensor), and the process-wide settings the compiled code bakes in."""
+    block's class and `block_inputs`, as JSON values."""
     tensor = next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
     facts = fingerprint(transformer, tensor, tensor)
     for name in ("latents", "text", "timestep_dtype"):
         del facts[name]
-
-    def describe(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return [list(value.shape), str(value.dtype)]
-        if isinstance(value, tuple | list):
-            return [describe(v) for v in value]
-        return repr(value)
-
-    facts |= {"kind": "block", "block": type(block).__name__, "args": describe(args),
-              "kwargs": {k: describe(v) for k, v in sorted(kwargs.items())},
-              "grad": torch.is_grad_enabled(), "inference_mode": torch.is_inference_mode_enabled(),
-              "tf32": torch.backends.cuda.matmul.allow_tf32}  # fmt: skip
-    if tensor.device.type == "cuda":  # the attention kernel is chosen when the block is traced
-        facts["attention_order"] = [int(b) for b in torch._C._get_sdp_priority_order()]
-    return facts
+    arguments, keywords, grad, inference, tf32, order = block_inputs(args, kwargs)
+    facts |= {"kind": "block", "block": type(block).__name__, "args": arguments, "kwargs": dict(keywords),
+              "grad": grad, "inference_mode": inference, "tf32": tf32, "attention_order": order}  # fmt: skip
+    return json.loads(json.dumps(facts))  # tuples as lists: as read back from fingerprint.json
 
 
 def build_block(block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path, facts: dict) -> Any:

@@ -390,8 +390,8 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> No
 def fuse_projections(transformer: torch.nn.Module) -> None:
     """diffusers' fused attention projections: one linear for q, k and v in self-attention and one for k and v in
     cross-attention (`fuse_qkv_projections`), then the separate layers dropped, so that the weights are not held
-    twice. The same numbers (each output column is its own dot product); one input quantisation and one GEMM where
-    there were three. No undo: load again for the separate layers."""
+    twice. The same numbers (each output column is its own dot product), one GEMM where there were three (two in
+    cross-attention). No undo: load again for the separate layers."""
     transformer.fuse_qkv_projections()
     for module in transformer.modules():
         if not getattr(module, "fused_projections", False):
