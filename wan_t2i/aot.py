@@ -58,9 +58,9 @@ FORMAT = 2  # of the package folder; a change here builds every package anew
 log = logging.getLogger(__name__)
 
 
-def fingerprint(transformer: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor) -> dict[str, Any]:
-    """What a package for `transformer` at these input shapes is built for (see the module's docstring)."""
-    device = hidden_states.device
+def model_facts(transformer: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """What any code compiled for `transformer` on `device` is built for: the torch version, the device (the CPU, or
+    the CUDA card's name and capability), the transformer's dtype and config."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         where = f"cuda {props.name} sm{props.major}{props.minor}"
@@ -73,6 +73,12 @@ def fingerprint(transformer: torch.nn.Module, hidden_states: torch.Tensor, conte
         "device": where,
         "dtype": str(transformer.dtype),
         "config": json.loads(json.dumps(config, default=str)),
+    }
+
+
+def fingerprint(transformer: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor) -> dict[str, Any]:
+    """What a package for `transformer` at these input shapes is built for (see the module's docstring)."""
+    return model_facts(transformer, hidden_states.device) | {
         "latents": list(hidden_states.shape[1:]),
         "text": list(context.shape[1:]),
         "timestep_dtype": "int64",
@@ -223,8 +229,8 @@ class PrecompiledBlocks:
 
     def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
         self.transformer, self.cache = transformer, Path(cache)
-        self.functions: dict[str, Any] = {}  # fingerprint key -> loaded function, or None where the build failed
-        self._by_inputs: dict[tuple, Any] = {}  # block_inputs -> the same: every block call looks here first
+        # block_inputs -> loaded function, or None where the build failed: a block call hashes no fingerprint
+        self.functions: dict[tuple, Any] = {}
         self.built = self.loaded = 0
         self._lock = threading.Lock()
 
@@ -235,17 +241,14 @@ class PrecompiledBlocks:
         return function(block, *args, **kwargs)
 
     def function_for(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
-        inputs = block_inputs(args, kwargs)
-        if inputs in self._by_inputs:  # 30-40 block calls a forward: no fingerprint hashed for them
-            return self._by_inputs[inputs]
+        inputs = block_inputs(args, kwargs)  # with the transformer, all a fingerprint holds: one function each
+        if inputs in self.functions:  # 30-40 block calls a forward
+            return self.functions[inputs]
         with self._lock:
-            if inputs not in self._by_inputs:
+            if inputs not in self.functions:
                 facts = block_fingerprint(self.transformer, block, args, kwargs)
-                key = key_of(facts)
-                if key not in self.functions:
-                    self.functions[key] = self._load_or_build(key, facts, block, args, kwargs)
-                self._by_inputs[inputs] = self.functions[key]
-            return self._by_inputs[inputs]
+                self.functions[inputs] = self._load_or_build(key_of(facts), facts, block, args, kwargs)
+            return self.functions[inputs]
 
     def _load_or_build(self, key: str, facts: dict, block: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         folder = self.cache / key
@@ -289,12 +292,9 @@ def block_inputs(args: tuple, kwargs: dict) -> tuple:
 
 
 def block_fingerprint(transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
-    """What a compiled block is built for: the transformer's facts (`fingerprint`, without its input shapes), the
-    block's class and `block_inputs`, as JSON values."""
+    """What a compiled block is built for: `model_facts`, the block's class and `block_inputs`, as JSON values."""
     tensor = next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
-    facts = fingerprint(transformer, tensor, tensor)
-    for name in ("latents", "text", "timestep_dtype"):
-        del facts[name]
+    facts = model_facts(transformer, tensor.device)
     arguments, keywords, grad, inference, tf32, order = block_inputs(args, kwargs)
     facts |= {"kind": "block", "block": type(block).__name__, "args": arguments, "kwargs": dict(keywords),
               "grad": grad, "inference_mode": inference, "tf32": tf32, "attention_order": order}  # fmt: skip
