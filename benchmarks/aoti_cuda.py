@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.gpu_measure import child_report
 from benchmarks.gpu_models import WAN_13B
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,10 +121,10 @@ def run_child(size: str, options: str, attention: str, folder: str) -> dict:
                attention, folder]  # fmt: skip
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("AOTI ")]
+    result = child_report(done.stdout, "AOTI")
     report = {"returncode": done.returncode, "process_s": round(time.time() - start, 1)}
-    if lines:
-        return report | json.loads(lines[-1][5:])
+    if result is not None:
+        return report | result
     stages = [line for line in done.stdout.splitlines() if line.startswith("STAGE ")]
     return report | {"last_stage": stages[-1] if stages else None, "crash": crash_trace(done.stderr)}
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import math
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -38,6 +41,19 @@ def reset_peak() -> None:
 
 def peak_gb() -> float | None:
     return torch.cuda.max_memory_allocated() / GB if torch.cuda.is_available() else None
+
+
+def empty_compiler_caches(prefix: str) -> dict[str, str]:
+    """This process's environment with new, empty Inductor and Triton caches: a child started with it compiles as a
+    process on a new machine would."""
+    cache = tempfile.mkdtemp(prefix=prefix)
+    return os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+
+
+def child_report(stdout: str, tag: str) -> dict | None:
+    """The JSON a child process printed last on a line of its own after `tag` and a space; None if it printed none."""
+    lines = [line for line in stdout.splitlines() if line.startswith(f"{tag} ")]
+    return json.loads(lines[-1][len(tag) + 1 :]) if lines else None
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from dataclasses import replace
 import torch
 
 import wan_t2i.aot
-from benchmarks.gpu_measure import sync, timed
+from benchmarks.gpu_measure import child_report, empty_compiler_caches, sync, timed
 from benchmarks.gpu_models import (
     FULL,
     REFERENCE_PROMPT,
@@ -53,8 +52,7 @@ def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled)."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
-    cache = tempfile.mkdtemp(prefix="ttfi-inductor-")
-    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+    env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
     command = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.gpu", CHILD_FLAG, model, f"{size[0]}x{size[1]}"]
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
@@ -65,10 +63,10 @@ def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache
         command + ["--t0", repr(start)], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=None if math.isinf(left) else max(30.0, left),
     )  # fmt: skip
-    lines = [line for line in done.stdout.splitlines() if line.startswith("TTFI ")]
-    if done.returncode or not lines:
+    report = child_report(done.stdout, "TTFI")
+    if done.returncode or report is None:
         raise RuntimeError(f"child exited {done.returncode}: {done.stderr[-1500:]}")
-    return json.loads(lines[-1][5:]) | {"process_total_s": time.time() - start}
+    return report | {"process_total_s": time.time() - start}
 
 
 def child_ttfi(args: argparse.Namespace) -> None:

@@ -94,15 +94,15 @@ def child(stage: str, variant: str, model: str, size: str, path: str, smoke: boo
 
 
 def run(stage: str, args: argparse.Namespace, variant: str, path: str) -> dict:
-    cache = tempfile.mkdtemp(prefix=f"precompile-{variant}-{stage}-")  # an empty Inductor cache: a new machine
-    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+    from benchmarks.gpu_measure import child_report, empty_compiler_caches  # not at the top: the child times imports
+
+    env = empty_compiler_caches(f"precompile-{variant}-{stage}-")  # as on a new machine
     command = [sys.executable, "-X", "faulthandler", "-m", "benchmarks.precompile", "--child", stage, variant,
                args.model, args.size, path] + (["--smoke"] if args.smoke else [])  # fmt: skip
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("PRECOMPILE ")]
-    result = {"rc": done.returncode, "process_s": time.time() - start}
-    return result | (json.loads(lines[-1][11:]) if lines else {"stderr": done.stderr[-3000:]})
+    report = child_report(done.stdout, "PRECOMPILE")
+    return {"rc": done.returncode, "process_s": time.time() - start} | (report or {"stderr": done.stderr[-3000:]})
 
 
 def main() -> None:
