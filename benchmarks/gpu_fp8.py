@@ -24,7 +24,7 @@ from benchmarks.gpu_record import Bench
 from benchmarks.gpu_sections import ours_checked, pair_checked, settled_settings
 from wan_t2i.constants import BOUNDARY_RATIO
 from wan_t2i.loading import WanComponents
-from wan_t2i.performance import GB, apply, is_quantized
+from wan_t2i.performance import GB, PerformanceSettings, apply, is_quantized
 from wan_t2i.pipeline import WanT2IPipeline
 
 
@@ -39,13 +39,17 @@ def allocated_gb() -> float:
     return torch.cuda.memory_allocated() / GB
 
 
+def fp8_settings(bench: Bench, model: str) -> PerformanceSettings:
+    """`fastest` as the model's section settled it, made what the fp8 preset (fp8_for) makes of `fastest`, with the
+    run's scale granularity."""
+    scales = bench.results["meta"]["fp8_scales"]
+    return replace(settled_settings(bench, model), fp8=True, fp8_scales=scales, compile_mode="default")
+
+
 def bench_fp8(bench: Bench, model: str, components: WanComponents, references: dict) -> None:
     """Quantise the section's model in place (no undo: the section's bf16 runs are done), then per size: one image
     (the first includes compilation), the bare loop and its error, the pair; then the capped-memory cases."""
-    settings = replace(
-        settled_settings(bench, model), fp8=True, fp8_scales=bench.results["meta"]["fp8_scales"],
-        compile_mode="default",
-    )  # fmt: skip  # fastest as the model's section settled it, made what the fp8 preset (fp8_for) makes of fastest
+    settings = fp8_settings(bench, model)
     holder: dict = {}
 
     def quantize():
@@ -128,9 +132,7 @@ def bench_fp8_capped(bench: Bench, pipe: WanT2IPipeline, size: tuple[int, int], 
     def experts():
         second = build_transformer(bench.scale.transformers["14b"], bench.scale)
         two = replace(components, transformer_2=second, boundary_ratio=BOUNDARY_RATIO)
-        scales = bench.results["meta"]["fp8_scales"]
-        apply(two, replace(settled_settings(bench, "14b"), fp8=True, fp8_scales=scales,
-                           compile_mode="default"))  # fmt: skip  # the student's blocks are quantised already
+        apply(two, fp8_settings(bench, "14b"))  # the student's blocks are quantised already
         holder["pipe"] = WanT2IPipeline(two)
         return capped_runs(holder["pipe"], bench, size, gpu_gb)
 
