@@ -25,6 +25,7 @@ before it is used.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -33,6 +34,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +153,7 @@ class AotForward:
         folder = self.cache / key
         if (folder / "fingerprint.json").is_file():
             try:
-                if json.loads((folder / "fingerprint.json").read_text()) != facts:
-                    raise ValueError("its fingerprint is not this model's")
+                check_filed(folder, facts)
                 model = self._bind(load_package(folder / "package.pt2", hidden_states.device))
                 self.loaded += 1
                 return model
@@ -199,18 +200,33 @@ def build(
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
         program = torch.export.export(_Exported(transformer), example, dynamic_shapes=({0: batch},) * 3)
+    with filed(folder, facts) as staging:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
+                                                 inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
+    return folder / "package.pt2"
+
+
+@contextlib.contextmanager
+def filed(folder: Path, facts: dict) -> Iterator[Path]:
+    """A staging folder to write compiled code into; on leaving without an error it becomes `folder`, with `facts`
+    as its fingerprint.json, replacing what was there (code that did not load, or of another fingerprint): the
+    folder is written whole or not at all."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
-                                                 inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
+        yield staging
         (staging / "fingerprint.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
-        if folder.exists():  # a package that did not load, or of another fingerprint: replaced
+        if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder / "package.pt2"
+
+
+def check_filed(folder: Path, facts: dict) -> None:
+    """ValueError unless `folder` was filed for exactly `facts` (see `filed`)."""
+    if json.loads((folder / "fingerprint.json").read_text()) != facts:
+        raise ValueError("its fingerprint is not this model's")
 
 
 def repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
@@ -254,8 +270,7 @@ class PrecompiledBlocks:
         folder = self.cache / key
         if (folder / "fingerprint.json").is_file():
             try:
-                if json.loads((folder / "fingerprint.json").read_text()) != facts:
-                    raise ValueError("its fingerprint is not this model's")
+                check_filed(folder, facts)
                 with open(folder / "block.bin", "rb") as file:
                     function = torch.compiler.load_compiled_function(file)
                 if not function.guard_check(block, *args, **kwargs):
@@ -314,16 +329,8 @@ def build_block(block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path,
     finally:
         if stand_in is not None:
             block.forward = stand_in
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with filed(folder, facts) as staging:
         compiled.save_compiled_function(str(staging / "block.bin"))
-        (staging / "fingerprint.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
-        if folder.exists():  # one that did not load, or of another fingerprint: replaced
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return compiled
 
 
