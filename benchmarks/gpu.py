@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "metadata (default: git rev-parse HEAD)")  # fmt: skip
     parser.add_argument("--dirty", action="store_true", help="with --commit: the tree has uncommitted changes")
     parser.add_argument("--ttfi", default=None, help="MODEL@HxW[,...] for the ttfi section, e.g. 14b@1024x1024")
+    parser.add_argument("--ttfi-profile", type=int, default=0, metavar="N", help="with the ttfi section: one more "
+                        "restart from the filled compile cache, its first image under cProfile; the record keeps the "
+                        "N functions with the most cumulative time (default 0: none)")  # fmt: skip
     parser.add_argument(
         "--lowmem", default=None,
         help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
@@ -96,6 +99,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
 
 
@@ -162,7 +166,7 @@ def start_bench(
     wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    meta["fp8_scales"] = args.fp8_scales
+    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile}
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 

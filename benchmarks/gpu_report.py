@@ -291,12 +291,17 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{cell(items, key, 'allocated_gb_before', '.1f')} -> {cell(items, key, 'allocated_gb_after', '.1f')} GB |"
         )
     if key.startswith("ttfi_aot_"):
-        start = "first start, empty package folder" if key.startswith("ttfi_aot_first") else "second start, new process"
+        start = {"first": "first start, empty cache folder", "second": "second start, new process",
+                 "profiled": "another second start, its first image under cProfile (slower for it)"}  # fmt: skip
+        start = start[key.removeprefix("ttfi_aot_").partition("/")[0]]
+        phases = value.get("first_phases_s") or {}
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
         return (
             f"| {key} (compile_cache: {start}) | first image after {cell(items, key, 'total_s', '.1f')} s (import "
             f"{cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first image "
             f"{cell(items, key, 'first_image_s', '.2f')}, next image {cell(items, key, 'second_image_s', '.2f')}; "
-            f"packages built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}) |"
+            f"{value.get('kind', 'packages')} built / loaded {value.get('packages_built')} / "
+            f"{value.get('packages_loaded')}; first image's phases: {phases or '-'}) |"
         )
     if key.startswith("ttfi/"):
         return (

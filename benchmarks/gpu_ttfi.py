@@ -4,8 +4,12 @@ compilation with a cold compiler cache, the first image), measured in a child pr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import io
 import json
 import math
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -40,16 +44,21 @@ def bench_ttfi(bench: Bench) -> None:
     for model, size in bench.scale.ttfi:
         bench.item("ttfi", f"ttfi/{tag(model, size)}", lambda model=model, size=size: ttfi_in_child(bench, model, size))
         packages = tempfile.mkdtemp(prefix="ttfi-packages-")
-        for start in ("first", "second"):
+        profile = bench.results["meta"].get("ttfi_profile") or 0
+        for start in ("first", "second", "profiled") if profile else ("first", "second"):
             bench.item(
                 "ttfi", f"ttfi_aot_{start}/{tag(model, size)}",
-                lambda model=model, size=size, packages=packages: ttfi_in_child(bench, model, size, packages),
+                lambda model=model, size=size, packages=packages, profile=profile * (start == "profiled"):
+                ttfi_in_child(bench, model, size, packages, profile),
             )  # fmt: skip
 
 
-def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache: str | None = None) -> dict:
+def ttfi_in_child(
+    bench: Bench, model: str, size: tuple[int, int], compile_cache: str | None = None, profile: int = 0
+) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
-    `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled)."""
+    `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
+    the first image under cProfile, its `profile` costliest functions in the report."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -57,6 +66,7 @@ def ttfi_in_child(bench: Bench, model: str, size: tuple[int, int], compile_cache
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
     command += ["--compile-cache", compile_cache] if compile_cache else []
+    command += ["--profile", str(profile)] if profile else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -87,9 +97,16 @@ def child_ttfi(args: argparse.Namespace) -> None:
     settings = replace(settings, compile=settings.compile and not args.no_compile, compile_cache=args.compile_cache)
     apply(components, settings)  # with compile_cache on CUDA: Dynamo-compiled blocks (wan_t2i.aot.PrecompiledBlocks)
     pipe = WanT2IPipeline(components)
-    first, _ = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+    profiler = cProfile.Profile() if args.profile else None
+    with profiler or contextlib.nullcontext():
+        first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
-    report = {"import_s": imported, "build_s": built, "first_image_s": first, "second_image_s": second}
+    report = {"import_s": imported, "build_s": built, "first_image_s": first, "second_image_s": second,
+              "first_phases_s": generation.timings}  # fmt: skip
+    if profiler is not None:  # where the first image's time goes, by function (cumulative, with its callees)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.profile)
+        report["profile"] = text.getvalue().splitlines()[-args.profile - 2 :]
     if args.compile_cache:  # how many packages (or blocks) this start built and loaded: a restart should only load
         ahead = wan_t2i.aot.ahead_of(components.transformer)
         report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__}

@@ -437,6 +437,9 @@ def test_smoke_benchmark_end_to_end(tmp_path):
     for key in ("1.3b@64x64/ours", "1.3b@64x64/pair", "14b@64x64/ours", "14b@64x64/floor_b4"):
         assert results["items"][key]["median_s"] > 0
     assert results["items"]["ttfi/1.3b@64x64"]["first_image_s"] > 0
+    restart = results["items"]["ttfi_aot_second/1.3b@64x64"]  # loads what the first start compiled, builds nothing
+    assert (restart["packages_built"], restart["packages_loaded"]) == (0, 1)
+    assert restart["first_phases_s"]["denoise"] > 0
     assert float(results["items"]["1.3b@64x64/ours"]["psnr_db"]) >= 35
     assert set(results["items"]["1.3b@64x64/pair"]["phases_s"]) == {"encode", "denoise", "decode", "total"}
     steps = results["meta"]["steps"]
