@@ -80,8 +80,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--dirty", action="store_true", help="with --commit: the tree has uncommitted changes")
     parser.add_argument("--ttfi", default=None, help="MODEL@HxW[,...] for the ttfi section, e.g. 14b@1024x1024")
     parser.add_argument("--ttfi-profile", type=int, default=0, metavar="N", help="with the ttfi section: one more "
-                        "restart from the filled compile cache, its first image under cProfile; the record keeps the "
-                        "N functions with the most cumulative time (default 0: none)")  # fmt: skip
+                        "restart from the filled compile cache, its first image under cProfile (the compiled blocks "
+                        "read when first needed, not ahead); the record keeps the N functions with the most "
+                        "cumulative time (default 0: none)")  # fmt: skip
     parser.add_argument(
         "--lowmem", default=None,
         help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
@@ -100,6 +101,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
 
 

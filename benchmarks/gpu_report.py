@@ -291,9 +291,13 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{cell(items, key, 'allocated_gb_before', '.1f')} -> {cell(items, key, 'allocated_gb_after', '.1f')} GB |"
         )
     if key.startswith("ttfi_aot_"):
-        start = {"first": "first start, empty cache folder", "second": "second start, new process",
-                 "profiled": "another second start, its first image under cProfile (slower for it)"}  # fmt: skip
+        start = {
+            "first": "first start, empty cache folder",
+            "second": "second start, new process",
+            "profiled": "another second start, the blocks not read ahead, its first image under cProfile (slower)",
+        }
         start = start[key.removeprefix("ttfi_aot_").partition("/")[0]]
+        ahead = "-" if value.get("preloaded") is None else value["preloaded"]
         phases = value.get("first_phases_s") or {}
         phases = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
         return (
@@ -301,7 +305,8 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{cell(items, key, 'import_s', '.1f')}, build {cell(items, key, 'build_s', '.1f')}, first image "
             f"{cell(items, key, 'first_image_s', '.2f')}, next image {cell(items, key, 'second_image_s', '.2f')}; "
             f"{value.get('kind', 'packages')} built / loaded {value.get('packages_built')} / "
-            f"{value.get('packages_loaded')}; first image's phases: {phases or '-'}) |"
+            f"{value.get('packages_loaded')} (read ahead {ahead}); first image's phases: "
+            f"{phases or '-'}) |"
         )
     if key.startswith("ttfi/"):
         return (

@@ -161,6 +161,7 @@ import json, sys
 import torch
 from wan_t2i import aot
 from wan_t2i.pipeline import WanT2IPipeline
+read_ahead = aot.preload(sys.argv[2], "cpu")  # as from_pretrained does on CUDA: while the weights load
 pipe = WanT2IPipeline.from_pretrained(teacher_path=sys.argv[1], device="cpu")
 if sys.argv[3] == "no-compiling":  # a second start must not compile: torch.compile would
     def refuse(*args, **kwargs):
@@ -173,7 +174,8 @@ for label, result in generation.results.items():
 assert aot.ahead_of(pipe.components.transformer) is blocks
 aot.uncompile_ahead(pipe.components.transformer)
 assert aot.ahead_of(pipe.components.transformer) is None
-print(json.dumps({"built": blocks.built, "loaded": blocks.loaded}))
+print(json.dumps({"built": blocks.built, "loaded": blocks.loaded, "preloaded": blocks.preloaded,
+                  "read_ahead": len(read_ahead)}))
 """
 
 
@@ -183,25 +185,31 @@ def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when
 ) -> None:
     """What the cache keeps on CUDA (wan_t2i.aot.PrecompiledBlocks), run here on the CPU: start 1 compiles one block
     function per input shape (the pair's batch of 4 and the 2 of its first and last steps) and saves it; start 2,
-    with torch.compile made to fail, loads them and renders what eager renders; a function whose fingerprint is not
-    this model's is built anew."""
+    with torch.compile made to fail, reads them ahead (`preload`, before the weights) and renders what eager renders;
+    a function whose fingerprint is not this model's is not read ahead and is built anew, as is one that fails to
+    read."""
     cache = tmp_path / "cache"
     cache.mkdir()
     first = start(tiny_wan_dir, cache, "first", BLOCKS)
-    assert first["built"] >= 1 and first["loaded"] == 0
-    assert len(list(cache.glob("*/block.bin"))) == first["built"]
-    assert start(tiny_wan_dir, cache, "no-compiling", BLOCKS) == {"built": 0, "loaded": first["built"]}
+    n = first["built"]
+    assert n >= 2 and first["loaded"] == first["read_ahead"] == 0  # the pair's batch of 4, and of 2
+    assert len(list(cache.glob("*/block.bin"))) == n
+    again = start(tiny_wan_dir, cache, "no-compiling", BLOCKS)
+    assert again | {"preloaded": None} == {"built": 0, "loaded": n, "preloaded": None, "read_ahead": n}
+    # One reader thread takes the blocks in the folder's order; one the model asks for before its turn is read then.
+    assert again["preloaded"] >= 1
     eager = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
     for label, result in eager.results.items():
         for mode in ("first", "no-compiling"):
             served = np.asarray(Image.open(cache / f"{label}-{mode}.png"), dtype=np.int16)
             assert np.abs(served - np.asarray(result.image, dtype=np.int16)).max() <= 1, (label, mode)
-    folder = next(p for p in cache.iterdir() if p.is_dir())
-    facts = json.loads((folder / "fingerprint.json").read_text())
-    (folder / "fingerprint.json").write_text(json.dumps(facts | {"torch": "another"}))  # built for something else
+    stale, damaged = sorted(p for p in cache.iterdir() if p.is_dir())[:2]
+    facts = json.loads((stale / "fingerprint.json").read_text())
+    (stale / "fingerprint.json").write_text(json.dumps(facts | {"torch": "another"}))  # built for something else
+    (damaged / "block.bin").write_bytes((damaged / "block.bin").read_bytes()[:100])  # cut short
     again = start(tiny_wan_dir, cache, "stale", BLOCKS)
-    assert again == {"built": 1, "loaded": first["built"] - 1}
-    assert json.loads((folder / "fingerprint.json").read_text()) == facts
+    assert again == {"built": 2, "loaded": n - 2, "preloaded": n - 2, "read_ahead": n - 1}
+    assert json.loads((stale / "fingerprint.json").read_text()) == facts
 
 
 def test_a_block_fingerprint_names_its_inputs_and_the_baked_in_settings(tiny_pipe) -> None:

@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +64,22 @@ log = logging.getLogger(__name__)
 def model_facts(transformer: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """What any code compiled for `transformer` on `device` is built for: the torch version, the device (the CPU, or
     the CUDA card's name and capability), the transformer's dtype and config."""
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        where = f"cuda {props.name} sm{props.major}{props.minor}"
-    else:
-        where = device.type
     config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
     return {
         "format": FORMAT,
         "torch": torch.__version__,
-        "device": where,
+        "device": device_facts(device),
         "dtype": str(transformer.dtype),
         "config": json.loads(json.dumps(config, default=str)),
     }
+
+
+def device_facts(device: torch.device) -> str:
+    """The device as a fingerprint names it: the CPU, or the CUDA card's name and compute capability."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda {props.name} sm{props.major}{props.minor}"
+    return device.type
 
 
 def fingerprint(transformer: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor) -> dict[str, Any]:
@@ -240,14 +244,14 @@ class PrecompiledBlocks:
     time, loaded from (or built into) `cache`, with the block as its first argument (see the module's docstring).
 
     A shape whose function cannot be built runs eagerly, with a warning. `built`, `loaded`: how many functions this
-    instance compiled, and loaded from disk.
+    instance compiled, and loaded from disk; `preloaded`: how many of those loaded had been read ahead by `preload`.
     """
 
     def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
         self.transformer, self.cache = transformer, Path(cache)
         # block_inputs -> loaded function, or None where the build failed: a block call hashes no fingerprint
         self.functions: dict[tuple, Any] = {}
-        self.built = self.loaded = 0
+        self.built = self.loaded = self.preloaded = 0
         self._lock = threading.Lock()
 
     def __call__(self, block: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -271,11 +275,13 @@ class PrecompiledBlocks:
         if (folder / "fingerprint.json").is_file():
             try:
                 check_filed(folder, facts)
-                with open(folder / "block.bin", "rb") as file:
-                    function = torch.compiler.load_compiled_function(file)
+                function, preloaded = preloaded_block(folder)
+                if not preloaded:
+                    function = read_block(folder, facts)
                 if not function.guard_check(block, *args, **kwargs):
                     raise ValueError("its guards do not hold for these inputs")
                 self.loaded += 1
+                self.preloaded += preloaded
                 return function
             except Exception as error:  # from elsewhere, truncated, or of another torch: built anew
                 log.warning("compiled block %s not used (%s): building it again", folder, error)
@@ -286,6 +292,59 @@ class PrecompiledBlocks:
             return None
         self.built += 1
         return function
+
+
+def read_block(folder: Path, facts: dict) -> Any:
+    """The compiled function filed in `folder` (by `build_block`) for `facts`, read from disk; its guards not yet
+    checked. Read under the grad and inference modes it was built for: its guards on tensors are made relative to the
+    reading thread's modes, so one read elsewhere (in `preload`'s thread) would not hold for the block's calls."""
+    with torch.inference_mode(facts["inference_mode"]), torch.set_grad_enabled(facts["grad"]):
+        with open(folder / "block.bin", "rb") as file:
+            return torch.compiler.load_compiled_function(file)
+
+
+# Blocks being read ahead by `preload`, by folder, each taken (and forgotten) by the first PrecompiledBlocks that needs
+# it. One reader thread: reading imports Inductor and loads the Triton kernels, work that would only contend with
+# itself (and with the weights' loading) in more threads.
+_PRELOADS: dict[Path, Future] = {}
+_PRELOADS_LOCK = threading.Lock()
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan-t2i-preload")
+
+
+def preload(cache: str | os.PathLike, device: str | torch.device) -> list[Path]:
+    """Start reading, in a background thread, every compiled block filed in `cache` for this torch and `device`;
+    returns their folders. A restart calls it before it loads the weights (`WanT2IPipeline.from_pretrained` does), so
+    that what reading a block costs (seconds on a GPU: Inductor's import, the block's Triton kernels) overlaps the
+    loading. A PrecompiledBlocks takes a block read ahead in place of reading it then, and checks it the same way (its
+    fingerprint against the model's, its guards against the inputs); one that failed to read is read or built again
+    as usual, and one no model asks for is left unused."""
+    where = device_facts(torch.device(device))
+    folders = []
+    for path in sorted(Path(cache).glob("*/fingerprint.json")):
+        try:
+            facts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # PrecompiledBlocks rebuilds what is damaged, when it is asked for
+        wanted = {"kind": "block", "format": FORMAT, "torch": torch.__version__, "device": where}
+        if not isinstance(facts, dict) or any(facts.get(k) != v for k, v in wanted.items()):
+            continue
+        folder = path.parent.resolve()
+        with _PRELOADS_LOCK:
+            if folder not in _PRELOADS:
+                _PRELOADS[folder] = _READER.submit(read_block, folder, facts)
+        folders.append(folder)
+    return folders
+
+
+def preloaded_block(folder: Path) -> tuple[Any, bool]:
+    """(the function `preload` read from `folder`, True), waiting for it if it is being read; (None, False) if it was
+    not asked for or not yet started (then the caller reads it itself, rather than wait behind other blocks). Raises
+    what reading it raised."""
+    with _PRELOADS_LOCK:
+        future = _PRELOADS.pop(folder.resolve(), None)
+    if future is None or future.cancel():
+        return None, False
+    return future.result(), True
 
 
 def _describe(value: Any) -> Any:
@@ -345,9 +404,7 @@ def compile_ahead(
     packages of the whole forward (`kind="packages"`, the CPU's default) or Dynamo-compiled blocks (`"blocks"`,
     CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again).
     Returns the stand-in; `uncompile_ahead` undoes it."""
-    if kind is None:
-        on_cuda = next(transformer.parameters()).device.type == "cuda"
-        kind = "blocks" if on_cuda and not ALLOW_CUDA else "packages"
+    kind = kind or default_kind(next(transformer.parameters()).device)
     if kind == "packages":
         forward = AotForward(transformer, cache)
         transformer.forward = forward
@@ -358,6 +415,11 @@ def compile_ahead(
     for block in repeated_blocks(transformer):
         block.forward = _BlockForward(blocks, block)
     return blocks
+
+
+def default_kind(device: str | torch.device) -> str:
+    """What `compile_ahead` keeps for a transformer on `device` unless told: "blocks" on CUDA, "packages" elsewhere."""
+    return "blocks" if torch.device(device).type == "cuda" and not ALLOW_CUDA else "packages"
 
 
 def ahead_of(transformer: torch.nn.Module) -> AotForward | PrecompiledBlocks | None:

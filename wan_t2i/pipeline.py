@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 
+from wan_t2i import aot
 from wan_t2i.constants import TEXT_LEN
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, Row, guided_model_fn
@@ -157,6 +158,8 @@ class WanT2IPipeline:
             settings = preset(performance, device, gpu_memory_gb)
         if compile_cache is not None:
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
+        if settings.compile_cache is not None and aot.default_kind(device) == "blocks":
+            aot.preload(settings.compile_cache, device)  # read while the weights load, not after
         components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
         apply(components, settings)
