@@ -318,7 +318,7 @@ def test_sweep_renders_a_labelled_grid_with_a_verdict_per_cell(client: Client, t
         (("shift", "1,x", "none", ""), "sweep axis shift takes numbers"),
         (("shift", "1,3", "shift", "5"), "sweep axis shift is chosen twice"),
         (("colour", "red", "none", ""), "sweep axis must be one of"),
-        (("seed", ",".join(map(str, range(17))), "none", ""), "the sweep has 17 cells; the limit is 16"),
+        (("seed", ",".join(map(str, range(17))), "none", ""), "17 cells; this app renders at most 16 at once"),
         (("steps", "150", "sampler", "legacy_ddim,flow_unipc"), "over 2 cells; .* fewer cells or fewer steps"),
     ],
 )

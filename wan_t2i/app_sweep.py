@@ -66,6 +66,11 @@ def sweep_job(handler: Handler, values: dict[str, Any]) -> Job:
     axes = sweep_axes(values.get("axis_1"), values.get("values_1"), values.get("axis_2"), values.get("values_2"))
     settings = {k: values.get(k) for k in ("prompt", "sampler", "steps", "shift", "guidance_scale", "seed")}
     request = handler.request(settings)
+    count = math.prod(len(v) for v in axes.values())
+    if count > MAX_APP_CELLS:  # the library's message names its max_cells, which a visitor cannot set
+        raise ValueError(
+            f"the sweep has {count} cells; this app renders at most {MAX_APP_CELLS} at once: drop values or an axis"
+        )
     cells = make_cells(request, axes, max_cells=MAX_APP_CELLS)
     for cell in cells:
         handler.limits.check(cell.request)
