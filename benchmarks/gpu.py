@@ -83,6 +83,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "restart from the filled compile cache, its first image under cProfile (the compiled blocks "
                         "read when first needed, not ahead); the record keeps the N functions with the most "
                         "cumulative time (default 0: none)")  # fmt: skip
+    parser.add_argument("--ttfi-fp8", action="store_true", help="with the ttfi section: each case again with the "
+                        "fp8 preset (on a GPU with FP8)")  # fmt: skip
     parser.add_argument(
         "--lowmem", default=None,
         help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
@@ -102,6 +104,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fp8", action="store_true", help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
 
 
@@ -168,7 +171,9 @@ def start_bench(
     wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile}
+    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile, "ttfi_fp8": args.ttfi_fp8}
+    if args.ttfi_fp8 and scale.device != "cuda":
+        parser.error("--ttfi-fp8 needs a GPU with FP8 (the fp8 preset refuses the CPU)")
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 

@@ -40,21 +40,31 @@ CHILD_FLAG = "--child-ttfi"  # the hidden option of benchmarks.gpu that runs `ch
 
 def bench_ttfi(bench: Bench) -> None:
     """Per case: `fastest` traced by torch.compile in a fresh process; then compiled ahead of time (`compile_cache`)
-    into an empty cache folder (the first start) and again in a new process given that folder (a restart)."""
+    into an empty cache folder (the first start) and again in a new process given that folder (a restart). With
+    --ttfi-fp8, the same again with the fp8 preset (keys ending in `+fp8`)."""
+    meta = bench.results["meta"]
+    profile = meta.get("ttfi_profile") or 0
     for model, size in bench.scale.ttfi:
-        bench.item("ttfi", f"ttfi/{tag(model, size)}", lambda model=model, size=size: ttfi_in_child(bench, model, size))
-        packages = tempfile.mkdtemp(prefix="ttfi-packages-")
-        profile = bench.results["meta"].get("ttfi_profile") or 0
-        for start in ("first", "second", "profiled") if profile else ("first", "second"):
-            bench.item(
-                "ttfi", f"ttfi_aot_{start}/{tag(model, size)}",
-                lambda model=model, size=size, packages=packages, profile=profile * (start == "profiled"):
-                ttfi_in_child(bench, model, size, packages, profile),
-            )  # fmt: skip
+        for fp8 in (False, True) if meta.get("ttfi_fp8") else (False,):
+            case = tag(model, size) + ("+fp8" if fp8 else "")
+            bench.item("ttfi", f"ttfi/{case}", lambda m=model, s=size, f=fp8: ttfi_in_child(bench, m, s, fp8=f))
+            cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
+            for start in ("first", "second", "profiled") if profile else ("first", "second"):
+                bench.item(
+                    "ttfi", f"ttfi_aot_{start}/{case}",
+                    lambda m=model, s=size, f=fp8, c=cache, p=profile * (start == "profiled"):
+                    ttfi_in_child(bench, m, s, c, p, fp8=f),
+                )  # fmt: skip
 
 
 def ttfi_in_child(
-    bench: Bench, model: str, size: tuple[int, int], compile_cache: str | None = None, profile: int = 0
+    bench: Bench,
+    model: str,
+    size: tuple[int, int],
+    compile_cache: str | None = None,
+    profile: int = 0,
+    *,
+    fp8: bool = False,
 ) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
@@ -68,6 +78,7 @@ def ttfi_in_child(
     command += ["--smoke"] if bench.smoke else []
     command += ["--compile-cache", compile_cache] if compile_cache else []
     command += ["--profile", str(profile), "--no-preload"] if profile else []  # the reading itself, profiled
+    command += ["--fp8"] if fp8 else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -101,6 +112,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
         settings = replace(settings, attention=None if args.attention == "none" else args.attention)
     else:
         settings = PerformanceSettings(compile=True, vae_dtype=torch.bfloat16)
+    if args.fp8:  # the fp8 preset: `fastest` with the blocks' linears in float8, compiled without graphs
+        settings = replace(settings, fp8=True, compile_mode="default")
     settings = replace(settings, compile=settings.compile and not args.no_compile, compile_cache=args.compile_cache)
     apply(components, settings)  # with compile_cache on CUDA: Dynamo-compiled blocks (wan_t2i.aot.PrecompiledBlocks)
     pipe = WanT2IPipeline(components)

@@ -61,9 +61,10 @@ def test_the_fingerprint_changes_with_everything_a_package_depends_on(tiny_pipe)
     assert len({key_of(v) for v in [facts, *variants]}) == 1 + len(variants)
 
 
-def test_compile_cache_does_not_combine_with_streaming_or_fp8() -> None:
-    with pytest.raises(ValueError, match="compile_cache cannot be combined with low_memory or fp8"):
+def test_compile_cache_does_not_combine_with_streaming() -> None:
+    with pytest.raises(ValueError, match="compile_cache cannot be combined with low_memory"):
         replace(PerformanceSettings(low_memory=True), compile_cache="/tmp/x")
+    assert PerformanceSettings(fp8=True, compile_cache="/tmp/x").fp8  # fp8 blocks are kept as blocks
 
 
 @pytest.mark.slow
@@ -227,3 +228,51 @@ def test_a_block_fingerprint_names_its_inputs_and_the_baked_in_settings(tiny_pip
         assert key_of(facts) != key_of(
             block_fingerprint(transformer, block, (x, text), {"temb": torch.zeros(2, 6, 32)})
         )
+
+
+FP8_BLOCKS = """
+import json, sys
+import torch
+import torchao.float8.inference, torchao.quantization.quant_api
+# torchao refuses fp8 where no GPU has FP8; its tensors run on the CPU all the same (slowly): the stand-in here
+torchao.float8.inference._check_hardware_support = lambda *args, **kwargs: None
+torchao.quantization.quant_api._check_hardware_support = lambda *args, **kwargs: None
+from wan_t2i import aot
+from wan_t2i.performance import PerformanceSettings, apply
+from wan_t2i.pipeline import WanT2IPipeline
+read_ahead = aot.preload(sys.argv[2], "cpu")
+pipe = WanT2IPipeline.from_pretrained(teacher_path=sys.argv[1], device="cpu", dtype=torch.bfloat16)
+if sys.argv[3] == "no-compiling":
+    def refuse(*args, **kwargs):
+        raise RuntimeError("compiled at a second start")
+    torch.compile = refuse
+cache = None if sys.argv[3] == "eager" else sys.argv[2]
+apply(pipe.components, PerformanceSettings(fp8=True, compile_cache=cache))
+generation = pipe.generate("a lake", samplers=["flow_unipc"], steps=3, seed=1)
+generation.results["flow_unipc"].image.save(f"{sys.argv[2]}/fp8-{sys.argv[3]}.png")
+blocks = aot.ahead_of(pipe.components.transformer)
+print(json.dumps({"built": blocks.built, "loaded": blocks.loaded, "preloaded": blocks.preloaded} if blocks else {}))
+"""
+
+
+@pytest.mark.slow
+def test_fp8_blocks_are_compiled_once_and_loaded_by_a_second_start(tiny_wan_dir: Path, tmp_path: Path) -> None:
+    """#19: the fp8 preset's blocks (torchao float8 linears) in the compile cache. Dynamo cannot save their guards as
+    torchao leaves them (`make_serialisable` mends that); here on the CPU, which runs torchao's fp8 tensors once its
+    hardware check is waived: start 1 builds, start 2 (torch.compile made to fail) reads them ahead and loads them,
+    and both render what the fp8 blocks render eagerly."""
+    pytest.importorskip("torchao")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = start(tiny_wan_dir, cache, "first", FP8_BLOCKS)
+    assert first["built"] >= 1 and first["loaded"] == 0
+    facts = json.loads(next(cache.glob("*/fingerprint.json")).read_text())
+    assert any("Float8Tensor" in kind and "torch.float8_e4m3fn" in kind for kind in facts["weights"]), facts
+    second = start(tiny_wan_dir, cache, "no-compiling", FP8_BLOCKS)
+    assert second == {"built": 0, "loaded": first["built"], "preloaded": second["preloaded"]}
+    assert second["preloaded"] >= 1
+    assert start(tiny_wan_dir, cache, "eager", FP8_BLOCKS) == {}
+    eager = np.asarray(Image.open(cache / "fp8-eager.png"), dtype=np.int16)
+    for mode in ("first", "no-compiling"):
+        served = np.asarray(Image.open(cache / f"fp8-{mode}.png"), dtype=np.int16)
+        assert np.abs(served - eager).max() <= 2, mode

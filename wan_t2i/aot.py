@@ -19,8 +19,10 @@ On CUDA, AOTInductor's loader crashed on every package (torch 2.11.0+cu130, H100
 (`torch.compile(...).aot_compile`, `save_compiled_function`) and loaded by a later start with
 `torch.compiler.load_compiled_function`, no tracing and none of AOTInductor's C++ runtime. One function per input
 shape, taking the block as its first argument, serves every block; it is filed under the same kind of fingerprint
-(the block's input shapes, the grad mode, TF32 and the attention backends' order too) and checks its own guards
-before it is used.
+(the block's input shapes, the grad mode, TF32 and the attention backends' order too, and its weights' kinds) and
+checks its own guards before it is used. Blocks quantised to fp8 by the fp8 preset are kept the same way, once
+`make_serialisable` has mended what keeps Dynamo from saving their guards. A restart reads its blocks in a background
+thread while it loads the weights (`preload`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import types
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -249,6 +253,8 @@ class PrecompiledBlocks:
 
     def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
         self.transformer, self.cache = transformer, Path(cache)
+        for block in repeated_blocks(transformer):
+            make_serialisable(block)
         # block_inputs -> loaded function, or None where the build failed: a block call hashes no fingerprint
         self.functions: dict[tuple, Any] = {}
         self.built = self.loaded = self.preloaded = 0
@@ -366,13 +372,56 @@ def block_inputs(args: tuple, kwargs: dict) -> tuple:
 
 
 def block_fingerprint(transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
-    """What a compiled block is built for: `model_facts`, the block's class and `block_inputs`, as JSON values."""
+    """What a compiled block is built for: `model_facts`, the block's class, its weights' kinds (`weight_kinds`: bf16,
+    or quantised to fp8 and how) and `block_inputs`, as JSON values."""
     tensor = next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
     facts = model_facts(transformer, tensor.device)
     arguments, keywords, grad, inference, tf32, order = block_inputs(args, kwargs)
-    facts |= {"kind": "block", "block": type(block).__name__, "args": arguments, "kwargs": dict(keywords),
-              "grad": grad, "inference_mode": inference, "tf32": tf32, "attention_order": order}  # fmt: skip
+    facts |= {"kind": "block", "block": type(block).__name__, "weights": weight_kinds(block), "args": arguments,
+              "kwargs": dict(keywords), "grad": grad, "inference_mode": inference, "tf32": tf32,
+              "attention_order": order}  # fmt: skip
     return json.loads(json.dumps(facts))  # tuples as lists: as read back from fingerprint.json
+
+
+def weight_kinds(block: torch.nn.Module) -> list[str]:
+    """The kinds of tensor the block's parameters are: their dtype, and for a quantised one (a torchao tensor, as
+    the fp8 preset makes) its class, torchao's version and the shape of its scale blocks (per row or per tensor)."""
+    kinds = set()
+    for parameter in block.parameters():
+        kind = str(parameter.dtype)
+        if type(parameter) not in (torch.Tensor, torch.nn.Parameter):
+            version = getattr(sys.modules.get(type(parameter).__module__.partition(".")[0]), "__version__", "")
+            kind = f"{type(parameter).__module__}.{type(parameter).__qualname__} {version} {kind}"
+            stored = getattr(getattr(parameter, "qdata", None), "dtype", None)
+            kind += f" stored as {stored}, blocks of {list(getattr(parameter, 'block_size', []))}"
+        kinds.add(kind)
+    return sorted(kinds)
+
+
+def make_serialisable(block: torch.nn.Module) -> None:
+    """Let Dynamo save the guards of a block whose linears torchao quantised (the fp8 preset), which it cannot as
+    torchao leaves them (torch 2.11-2.13, torchao 0.17-0.18): its guard pickler copies every tensor in the guards to
+    the meta device with `torch.empty_like`, which torchao's tensors do not implement, and it cannot pickle the
+    `extra_repr` that torchao binds to each quantised Linear (a functools.partial made a method). So: `empty_like`
+    for those tensor classes, built from their inner tensors as their own `__tensor_flatten__` lists them
+    (registered through torchao's `implements`, and only where torchao has none), and the instances' `extra_repr`
+    dropped, for the Linear's own (the weight's description is all it loses). A block of plain tensors is left
+    as it is."""
+    for module in block.modules():
+        if isinstance(module.__dict__.get("extra_repr"), types.MethodType):
+            del module.extra_repr
+    for kind in {type(p) for p in block.parameters()} - {torch.Tensor, torch.nn.Parameter}:
+        table = getattr(kind, "_ATEN_OP_TABLE", {}).get(kind, {})
+        if hasattr(kind, "implements") and torch.ops.aten.empty_like.default not in table:
+            kind.implements([torch.ops.aten.empty_like.default])(_empty_like)
+
+
+def _empty_like(_func: Any, _types: Any, args: tuple, kwargs: dict) -> torch.Tensor:
+    """`torch.empty_like` of a torchao tensor: the same class around empty copies of its inner tensors."""
+    tensor, kwargs = args[0], {k: v for k, v in kwargs.items() if k != "memory_format"}
+    names, context = tensor.__tensor_flatten__()
+    inner = {name: torch.empty_like(getattr(tensor, name), **kwargs) for name in names}
+    return type(tensor).__tensor_unflatten__(inner, context, tensor.shape, tensor.stride())
 
 
 def build_block(block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path, facts: dict) -> Any:
@@ -402,9 +451,13 @@ def compile_ahead(
 ) -> AotForward | PrecompiledBlocks:
     """Make `transformer` run ahead-of-time compiled code kept in `cache` (a folder), shape by shape: AOTInductor
     packages of the whole forward (`kind="packages"`, the CPU's default) or Dynamo-compiled blocks (`"blocks"`,
-    CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again).
-    Returns the stand-in; `uncompile_ahead` undoes it."""
-    kind = kind or default_kind(next(transformer.parameters()).device)
+    CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again; and
+    always for blocks quantised to fp8, which packages cannot hold). Returns the stand-in; `uncompile_ahead` undoes
+    it."""
+    quantised = any(type(p) not in (torch.Tensor, torch.nn.Parameter) for p in transformer.parameters())
+    kind = kind or ("blocks" if quantised else default_kind(next(transformer.parameters()).device))
+    if kind == "packages" and quantised:
+        raise ValueError("AOTInductor packages cannot hold quantised (fp8) weights: compile_ahead(kind='blocks')")
     if kind == "packages":
         forward = AotForward(transformer, cache)
         transformer.forward = forward

@@ -77,10 +77,10 @@ class PerformanceSettings:
             raise ValueError("text_graphs and low_memory cannot be combined: low_memory streams the text encoder")
         if self.fp8 and self.low_memory:
             raise ValueError("fp8 and low_memory cannot be combined: low_memory streams the bf16 layers as loaded")
-        if self.compile_cache is not None and (self.low_memory or self.fp8):
+        if self.compile_cache is not None and self.low_memory:
             raise ValueError(
-                "compile_cache cannot be combined with low_memory or fp8: its packages run the layers as loaded, "
-                "on one device"
+                "compile_cache cannot be combined with low_memory: its compiled code runs the layers where they were "
+                "loaded, on one device"
             )
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
@@ -236,7 +236,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         ungraph_text_encoder(components.text_encoder)
     for transformer in transformers_of(components):
         if settings.fp8:
-            quantize_blocks_fp8(transformer, scales=settings.fp8_scales)
+            # Under a compile cache, as inference tensors: the compiled blocks' guards on a torchao weight, made in
+            # inference mode and read back by a later start, hold only for weights made in it (wan_t2i.aot).
+            with torch.inference_mode(settings.compile_cache is not None):
+                quantize_blocks_fp8(transformer, scales=settings.fp8_scales)
         elif is_quantized(transformer):
             raise ValueError("this model's blocks are in fp8, which cannot be undone: load it again for other settings")
         uncompile_ahead(transformer)
