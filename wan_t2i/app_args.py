@@ -60,7 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--performance",
         choices=PRESETS,
         default=env("WAN_T2I_PERFORMANCE", "default"),
-        help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs); see docs/performance.md",
+        help="default | fastest (compiled, for GPU servers) | low_memory (24 GB GPUs) | fp8 (fastest in float8, on "
+        "GPUs with FP8); see docs/performance.md",
     )
     parser.add_argument(
         "--compile_cache",

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="default: safe, no start-up cost; fastest: compiled blocks, fused attention, bf16 VAE (GPU servers); "
         "low_memory: model loaded into CPU memory, as many transformer blocks kept on the GPU as it has room for and "
-        "the rest streamed as they run (a 14B on a 24 GB card)",
+        "the rest streamed as they run (a 14B on a 24 GB card); fp8: fastest with the blocks' linears in float8 "
+        "(torchao; GPUs with FP8, compute capability >= 8.9)",
     )
     model.add_argument(
         "--gpu_memory_gb",
