@@ -196,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
 VARIANT_HELP = (
     "bf16 or fp8 (the blocks' linears quantised as the fp8 preset does), with +fused (wan_t2i.performance."
     "fuse_projections: one q|k|v and one k|v linear) and/or +cdt (Inductor's coordinate_descent_tuning for the "
-    "blocks' Triton kernels)"
+    "blocks' Triton kernels) and/or +mk (Inductor's multi_kernel: each reduction compiled both persistent and "
+    "looped, the faster kept by timing them; the fp8 activations' per-row scales are such reductions)"
 )
+# Inductor options of each variant extra
+VARIANT_OPTIONS = {"cdt": {"coordinate_descent_tuning": True}, "mk": {"triton.multi_kernel": 1}}
 
 
 def variant(name: str, config: dict, scale, size: tuple[int, int], runs: int, scales: str) -> dict:
@@ -205,7 +208,7 @@ def variant(name: str, config: dict, scale, size: tuple[int, int], runs: int, sc
     from wan_t2i.performance import compile_blocks, fuse_projections, quantize_blocks_fp8
 
     dtype, *extras = name.split("+")
-    if dtype not in ("bf16", "fp8") or not set(extras) <= {"fused", "cdt"}:
+    if dtype not in ("bf16", "fp8") or not set(extras) <= {"fused", *VARIANT_OPTIONS}:
         raise SystemExit(f"unknown variant {name!r}: {VARIANT_HELP}")
     torch._dynamo.reset()
     if scale.device == "cuda":
@@ -215,7 +218,8 @@ def variant(name: str, config: dict, scale, size: tuple[int, int], runs: int, sc
         fuse_projections(transformer)
     if dtype == "fp8":
         quantize_blocks_fp8(transformer, scales=scales)
-    compile_blocks(transformer, options={"coordinate_descent_tuning": True} if "cdt" in extras else None)
+    options = {k: v for extra in extras for k, v in VARIANT_OPTIONS.get(extra, {}).items()}
+    compile_blocks(transformer, options=options or None)
     compile_s, result = timed(lambda: measure(transformer, size, scale.device, runs))
     return result | {"measure_s_with_compile": compile_s}
 
