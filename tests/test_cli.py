@@ -102,7 +102,11 @@ def test_errors_are_status_2_without_a_traceback_in_a_real_process(tiny_wan_dir)
     argv = [sys.executable, "-m", "wan_t2i", "--teacher_path", str(tiny_wan_dir), "--prompt", "a lake"]
     for extra in (["--device", "cuda:7"], ["--shift", "-1"]):
         done = subprocess.run([*argv, *extra], capture_output=True, text=True, cwd=ROOT)
-        assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+        # Ours is the last line, and the only error. Lines before it may be libraries' import-time warnings: torchao
+        # (the test extra has it) warns that its CUDA kernels do not load into a CPU-only torch.
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert done.returncode == 2 and done.stderr.splitlines()[-1] == errors[0] and len(errors) == 1
+        assert "Traceback" not in done.stderr
 
 
 def test_performance_preset_flag(tiny_wan_dir, tmp_path, capsys):
