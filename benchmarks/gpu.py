@@ -83,15 +83,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "restart from the filled compile cache, its first image under cProfile (the compiled blocks "
                         "read when first needed, not ahead); the record keeps the N functions with the most "
                         "cumulative time (default 0: none)")  # fmt: skip
-    parser.add_argument("--ttfi-fp8", action="store_true", help="with the ttfi section: each case again with the "
-                        "fp8 preset (on a GPU with FP8)")  # fmt: skip
+    parser.add_argument(
+        "--ttfi-presets",
+        default="fastest",
+        help="with the ttfi section: the presets each case "
+        "runs with: fastest and/or fp8 (on a GPU with FP8; keys end in +fp8; default: fastest)",
+    )
     parser.add_argument(
         "--lowmem", default=None,
         help="MODEL@HxW[:GB],... for the lowmem section: GB is the card it runs as, 0 (default) streams every layer",
     )  # fmt: skip
     parser.add_argument("--skip", default="", help="comma-separated measurements to leave out, by the part of their "
-                        "key after the model and size, e.g. ours_warm,floor_b4,pair,fp8_pair,fp8cap_pair (to fit a "
-                        "time limit; each is listed in the record's skipped)")  # fmt: skip
+                        "key after the model and size, e.g. ours_warm,floor_b4,pair,fp8_pair,fp8cap_pair, or the ttfi "
+                        "section's by the part before it, e.g. ttfi (to fit a time limit; each is listed in the "
+                        "record's skipped)")  # fmt: skip
     parser.add_argument("--fp8-scales", default="row", choices=("row", "tensor"),
                         help="the fp8 section's scale granularity (default: row, the preset's)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
@@ -171,9 +176,12 @@ def start_bench(
     wanted = parse_resolutions(parser, args.resolutions, scale)
     budget_s = math.inf if args.budget_s is None else args.budget_s
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
-    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile, "ttfi_fp8": args.ttfi_fp8}
-    if args.ttfi_fp8 and scale.device != "cuda":
-        parser.error("--ttfi-fp8 needs a GPU with FP8 (the fp8 preset refuses the CPU)")
+    presets = [name.strip() for name in args.ttfi_presets.split(",") if name.strip()]
+    if not presets or not set(presets) <= {"fastest", "fp8"}:
+        parser.error(f"--ttfi-presets takes fastest and/or fp8, got {args.ttfi_presets!r}")
+    if "fp8" in presets and scale.device != "cuda":
+        parser.error("--ttfi-presets fp8 needs a GPU with FP8 (the fp8 preset refuses the CPU)")
+    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile, "ttfi_presets": presets}
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 

@@ -169,8 +169,9 @@ class Bench:
         return [s for s in self.scale.resolutions[model] if wanted is None or {(None, s), (model, s)} & wanted]
 
     def skipped(self, key: str) -> bool:
-        """Whether --skip names this measurement: `14b@1024x1024/ours_warm` by `ours_warm`."""
-        return key.rpartition("/")[2] in self.skip
+        """Whether --skip names this measurement: `14b@1024x1024/ours_warm` by `ours_warm`; the ttfi section's
+        `ttfi/1.3b@480x832` (and each of its kind) by `ttfi`."""
+        return key.rpartition("/")[2] in self.skip or key.partition("/")[0] in self.skip
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

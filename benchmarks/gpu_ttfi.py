@@ -41,11 +41,11 @@ CHILD_FLAG = "--child-ttfi"  # the hidden option of benchmarks.gpu that runs `ch
 def bench_ttfi(bench: Bench) -> None:
     """Per case: `fastest` traced by torch.compile in a fresh process; then compiled ahead of time (`compile_cache`)
     into an empty cache folder (the first start) and again in a new process given that folder (a restart). With
-    --ttfi-fp8, the same again with the fp8 preset (keys ending in `+fp8`)."""
+    --ttfi-presets, with each preset named there (fastest, fp8: keys ending in `+fp8`)."""
     meta = bench.results["meta"]
     profile = meta.get("ttfi_profile") or 0
     for model, size in bench.scale.ttfi:
-        for fp8 in (False, True) if meta.get("ttfi_fp8") else (False,):
+        for fp8 in [preset == "fp8" for preset in meta.get("ttfi_presets", ["fastest"])]:
             case = tag(model, size) + ("+fp8" if fp8 else "")
             bench.item("ttfi", f"ttfi/{case}", lambda m=model, s=size, f=fp8: ttfi_in_child(bench, m, s, fp8=f))
             cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
