@@ -402,6 +402,9 @@ def test_skip_leaves_named_measurements_out(tmp_path):
     assert ran == [2] and bench.results["skipped"] == ["14b@64x64/ours_warm"]
     assert bench.skipped("fp8cap_pair") and not bench.skipped("fp8cap_one")
     assert bench.results["meta"]["skip"] == ["fp8cap_pair", "ours_warm"]
+    # The ttfi section's keys name the kind of start first: `--skip ttfi` leaves out the torch.compile starts only.
+    ttfi = Bench(SMOKE, ["ttfi"], None, tmp_path / "ttfi", math.inf, {"device": "test"}, skip={"ttfi"})
+    assert ttfi.skipped("ttfi/1.3b@480x832+fp8") and not ttfi.skipped("ttfi_aot_first/1.3b@480x832+fp8")
 
 
 def test_record_folders_are_named_for_the_device():
