@@ -389,13 +389,18 @@ def weight_kinds(block: torch.nn.Module) -> list[str]:
     kinds = set()
     for parameter in block.parameters():
         kind = str(parameter.dtype)
-        if type(parameter) not in (torch.Tensor, torch.nn.Parameter):
+        if quantised(parameter):
             version = getattr(sys.modules.get(type(parameter).__module__.partition(".")[0]), "__version__", "")
             kind = f"{type(parameter).__module__}.{type(parameter).__qualname__} {version} {kind}"
             stored = getattr(getattr(parameter, "qdata", None), "dtype", None)
             kind += f" stored as {stored}, blocks of {list(getattr(parameter, 'block_size', []))}"
         kinds.add(kind)
     return sorted(kinds)
+
+
+def quantised(tensor: torch.Tensor) -> bool:
+    """Whether a parameter is a tensor subclass (torchao's quantised weights, as the fp8 preset makes them)."""
+    return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
 
 
 def make_serialisable(block: torch.nn.Module) -> None:
@@ -410,7 +415,7 @@ def make_serialisable(block: torch.nn.Module) -> None:
     for module in block.modules():
         if isinstance(module.__dict__.get("extra_repr"), types.MethodType):
             del module.extra_repr
-    for kind in {type(p) for p in block.parameters()} - {torch.Tensor, torch.nn.Parameter}:
+    for kind in {type(p) for p in block.parameters() if quantised(p)}:
         table = getattr(kind, "_ATEN_OP_TABLE", {}).get(kind, {})
         if hasattr(kind, "implements") and torch.ops.aten.empty_like.default not in table:
             kind.implements([torch.ops.aten.empty_like.default])(_empty_like)
@@ -454,9 +459,9 @@ def compile_ahead(
     CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again; and
     always for blocks quantised to fp8, which packages cannot hold). Returns the stand-in; `uncompile_ahead` undoes
     it."""
-    quantised = any(type(p) not in (torch.Tensor, torch.nn.Parameter) for p in transformer.parameters())
-    kind = kind or ("blocks" if quantised else default_kind(next(transformer.parameters()).device))
-    if kind == "packages" and quantised:
+    in_fp8 = any(quantised(p) for p in transformer.parameters())
+    kind = kind or ("blocks" if in_fp8 else default_kind(next(transformer.parameters()).device))
+    if kind == "packages" and in_fp8:
         raise ValueError("AOTInductor packages cannot hold quantised (fp8) weights: compile_ahead(kind='blocks')")
     if kind == "packages":
         forward = AotForward(transformer, cache)
