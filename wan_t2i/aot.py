@@ -399,8 +399,13 @@ def weight_kinds(block: torch.nn.Module) -> list[str]:
 
 
 def quantised(tensor: torch.Tensor) -> bool:
-    """Whether a parameter is a tensor subclass (torchao's quantised weights, as the fp8 preset makes them)."""
-    return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
+    """Whether a weight is a torchao quantised tensor (as the fp8 preset makes them)."""
+    return type(tensor).__module__.startswith("torchao")
+
+
+def is_quantized(transformer: torch.nn.Module) -> bool:
+    """Whether any of the transformer's weights is a torchao quantised tensor (the fp8 preset was applied)."""
+    return any(quantised(p) for p in transformer.parameters())
 
 
 def make_serialisable(block: torch.nn.Module) -> None:
@@ -459,7 +464,7 @@ def compile_ahead(
     CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again; and
     always for blocks quantised to fp8, which packages cannot hold). Returns the stand-in; `uncompile_ahead` undoes
     it."""
-    in_fp8 = any(quantised(p) for p in transformer.parameters())
+    in_fp8 = is_quantized(transformer)
     kind = kind or ("blocks" if in_fp8 else default_kind(next(transformer.parameters()).device))
     if kind == "packages" and in_fp8:
         raise ValueError("AOTInductor packages cannot hold quantised (fp8) weights: compile_ahead(kind='blocks')")

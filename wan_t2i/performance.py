@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from wan_t2i.aot import compile_ahead, repeated_blocks, uncompile_ahead
+from wan_t2i.aot import compile_ahead, is_quantized, quantised, repeated_blocks, uncompile_ahead
 from wan_t2i.loading import WanComponents
 from wan_t2i.single_frame import flatten_vae, unflatten_vae
 from wan_t2i.text_graphs import graph_text_encoder, ungraph_text_encoder
@@ -380,7 +380,7 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> No
     def fits(module: torch.nn.Module, _name: str) -> bool:
         return (
             isinstance(module, torch.nn.Linear)
-            and not _is_quantized_weight(module.weight)
+            and not quantised(module.weight)
             and module.in_features % FP8_ALIGNMENT == 0
             and module.out_features % FP8_ALIGNMENT == 0
         )
@@ -405,15 +405,6 @@ def fuse_projections(transformer: torch.nn.Module) -> None:
         for name in fused:
             if hasattr(module, name):
                 delattr(module, name)
-
-
-def is_quantized(transformer: torch.nn.Module) -> bool:
-    """Whether any of the transformer's weights is a torchao quantised tensor (`quantize_blocks_fp8` was applied)."""
-    return any(_is_quantized_weight(p) for p in transformer.parameters())
-
-
-def _is_quantized_weight(tensor: torch.Tensor) -> bool:
-    return type(tensor).__module__.startswith("torchao")
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
