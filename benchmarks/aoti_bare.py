@@ -9,9 +9,10 @@ Variants (built in parallel, each loaded in a fresh process): AOTInductor's defa
 as C++20 (PyTorch's own standard); both; and the package built and loaded on the CPU (does loading work at all
 here?). `--deep`: the defaults' library also loaded in every other way: with CUDA_LAUNCH_BLOCKING, opened
 alone with `ctypes` (its static initialisers), run by the C++ runner without the package loader
-(`torch._C._aoti.AOTIModelContainerRunnerCuda`), with the runner's native stack. `--bindings`: the dynamic linker's
-log (LD_DEBUG) of where the defaults' std::regex symbols were bound. Also the older, package-less path
-(`torch._export.aot_compile` + `torch._export.aot_load`) unless `--no-legacy`.
+(`torch._C._aoti.AOTIModelContainerRunnerCuda`), with the runner's native stack, with the machine's own libstdc++
+preloaded, with triton kept out of the process; and which mapped libraries carry a C++ runtime of their own.
+`--bindings`: the dynamic linker's log (LD_DEBUG) of where the defaults' std::regex symbols were bound. Also the
+older, package-less path (`torch._export.aot_compile` + `torch._export.aot_load`) unless `--no-legacy`.
 
 On an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti-bare): the defaults, and kernels
 embedded in the library (`aot_inductor.embed_kernel_binary`), both crashed with SIGSEGV in `_load_aoti`; the native
@@ -95,13 +96,51 @@ static void on_segv(int sig) { void *frames[64]; int n = backtrace(frames, 64); 
                                _exit(128 + sig); }
 __attribute__((constructor)) static void install(void) { signal(SIGSEGV, on_segv); }
 """
-ENV = """
+# Which of the process's mapped libraries define C++ runtime symbols of their own (std::locale, libstdc++'s regex
+# traits): a second C++ runtime in the process (a library that links libstdc++ statically and exports it) is one way
+# the package's std::regex code could meet objects of another layout.
+MAPS = """
+import re, subprocess
+def cxx_runtimes():
+    paths = sorted({line.split()[-1] for line in open("/proc/self/maps") if ".so" in line.split()[-1]})
+    found = {}
+    for path in paths:
+        out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True).stdout
+        names = [n for n in ("_ZNSt6locale7classicEv", "_ZNSt5ctypeIcE2idE", "_ZNSt6locale2id11_S_refcountE",
+                             "_ZNKSt7collateIcE9transformEPKcS2_") if n in out]
+        if names:
+            found[path] = names
+    return found
+"""
+ENV = (
+    MAPS
+    + """
 import torch, sys
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11abi", torch._C._GLIBCXX_USE_CXX11_ABI)
 print("device", torch.cuda.is_available() and (torch.cuda.get_device_name(), torch.cuda.get_device_capability()))
 print("python", sys.version.split()[0])
 print("built with", [line.strip() for line in torch.__config__.show().splitlines()[1:3]])
+print("C++ runtimes after import torch", cxx_runtimes())
+import torch._inductor.package
+print("C++ runtimes after the package loader's import", cxx_runtimes())
+try:
+    import triton
+    print("C++ runtimes after import triton", triton.__version__, cxx_runtimes())
+except ImportError as error:
+    print("no triton", error)
 """
+)
+
+
+# The defaults' package loaded in other processes, to tell what in the process the crash depends on:
+LOADS = {
+    # the machine's g++ runtime first, before the runtime torch or any other library brings
+    "load_preloaded_libstdcxx": ("", "libstdc++"),
+    # triton (and what it links) kept out of the process: the loader does not need it
+    "load_without_triton": ("import sys; sys.modules['triton'] = None\n", ""),
+    # the C++ runtimes mapped when the loader is called, printed first
+    "load_runtimes": (MAPS + "print('runtimes', cxx_runtimes(), flush=True)\n", ""),
+}
 
 
 def run(args: list[str], timeout: float = 300, env: dict | None = None) -> dict:
@@ -193,6 +232,12 @@ def probe(tmp: Path, name: str, deep: bool, bindings: bool) -> dict:
         result["bindings"] = regex_bindings(tmp, library)
     if deep and device == "cuda":
         result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
+        for name, (prefix, preload) in LOADS.items():
+            env = None
+            if preload:
+                found = run(["g++", "-print-file-name=libstdc++.so.6"], timeout=30).get("stdout", "").strip()
+                env = {"LD_PRELOAD": str(Path(found).resolve())} if found else None
+            result[name] = python(prefix + textwrap.dedent(LOAD), device, str(path), env=env) | {"env": env}
         result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
         result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
         if shutil.which("gcc"):
