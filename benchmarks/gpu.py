@@ -83,6 +83,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "restart from the filled compile cache, its first image under cProfile (the compiled blocks "
                         "read when first needed, not ahead); the record keeps the N functions with the most "
                         "cumulative time (default 0: none)")  # fmt: skip
+    parser.add_argument("--ttfi-disk", action="store_true", help="with the ttfi section: two more starts per case "
+                        "that load the weights from disk with from_pretrained (the random model saved once, dropped "
+                        "from the page cache), compile cache filled by the first: keys ttfi_disk_first and "
+                        "ttfi_disk_second, with beyond_weights_s")  # fmt: skip
     parser.add_argument(
         "--ttfi-presets",
         default="fastest",
@@ -110,6 +114,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fp8", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model-folder", default=None, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
 
 
@@ -181,7 +186,12 @@ def start_bench(
         parser.error(f"--ttfi-presets takes fastest and/or fp8, got {args.ttfi_presets!r}")
     if "fp8" in presets and scale.device != "cuda":
         parser.error("--ttfi-presets fp8 needs a GPU with FP8 (the fp8 preset refuses the CPU)")
-    meta |= {"fp8_scales": args.fp8_scales, "ttfi_profile": args.ttfi_profile, "ttfi_presets": presets}
+    meta |= {
+        "fp8_scales": args.fp8_scales,
+        "ttfi_profile": args.ttfi_profile,
+        "ttfi_presets": presets,
+        "ttfi_disk": args.ttfi_disk,
+    }
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 
 

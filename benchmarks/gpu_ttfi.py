@@ -9,16 +9,21 @@ import cProfile
 import io
 import json
 import math
+import os
 import pstats
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
 import wan_t2i.aot
+import wan_t2i.pipeline
 from benchmarks.gpu_measure import child_report, empty_compiler_caches, sync, timed
 from benchmarks.gpu_models import (
     FULL,
@@ -28,6 +33,7 @@ from benchmarks.gpu_models import (
     build_text_encoder,
     build_tokenizer,
     run_ours,
+    stock_pipeline,
     tag,
 )
 from benchmarks.gpu_record import ROOT, Bench
@@ -41,10 +47,12 @@ CHILD_FLAG = "--child-ttfi"  # the hidden option of benchmarks.gpu that runs `ch
 def bench_ttfi(bench: Bench) -> None:
     """Per case: `fastest` traced by torch.compile in a fresh process; then compiled ahead of time (`compile_cache`)
     into an empty cache folder (the first start) and again in a new process given that folder (a restart). With
-    --ttfi-presets, with each preset named there (fastest, fp8: keys ending in `+fp8`)."""
+    --ttfi-presets, with each preset named there (fastest, fp8: keys ending in `+fp8`). With --ttfi-disk, two more
+    starts that load the weights from disk (`ttfi_disk_first`, `ttfi_disk_second`): see `child_from_disk`."""
     meta = bench.results["meta"]
     profile = meta.get("ttfi_profile") or 0
     for model, size in bench.scale.ttfi:
+        folder = tempfile.mkdtemp(prefix="ttfi-model-")  # the random model saved once, for the starts from disk
         for fp8 in [preset == "fp8" for preset in meta.get("ttfi_presets", ["fastest"])]:
             case = tag(model, size) + ("+fp8" if fp8 else "")
             bench.item("ttfi", f"ttfi/{case}", lambda m=model, s=size, f=fp8: ttfi_in_child(bench, m, s, fp8=f))
@@ -55,6 +63,14 @@ def bench_ttfi(bench: Bench) -> None:
                     lambda m=model, s=size, f=fp8, c=cache, p=profile * (start == "profiled"):
                     ttfi_in_child(bench, m, s, c, p, fp8=f),
                 )  # fmt: skip
+            if meta.get("ttfi_disk"):
+                cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
+                for start in ("first", "second"):
+                    bench.item(
+                        "ttfi", f"ttfi_disk_{start}/{case}",
+                        lambda m=model, s=size, f=fp8, c=cache, d=folder: ttfi_in_child(bench, m, s, c, fp8=f,
+                                                                                        model_folder=d),
+                    )  # fmt: skip
 
 
 def ttfi_in_child(
@@ -65,11 +81,12 @@ def ttfi_in_child(
     profile: int = 0,
     *,
     fp8: bool = False,
+    model_folder: str | None = None,
 ) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
     the first image under cProfile, its `profile` costliest functions in the report, the compiled blocks read when
-    first needed (not ahead, in a thread cProfile does not see)."""
+    first needed (not ahead, in a thread cProfile does not see); with `model_folder`, `child_from_disk`."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -79,6 +96,7 @@ def ttfi_in_child(
     command += ["--compile-cache", compile_cache] if compile_cache else []
     command += ["--profile", str(profile), "--no-preload"] if profile else []  # the reading itself, profiled
     command += ["--fp8"] if fp8 else []
+    command += ["--model-folder", model_folder] if model_folder else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -96,6 +114,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
     scale = SMOKE if args.smoke else FULL
     model, size = args.child_ttfi[0], tuple(int(v) for v in args.child_ttfi[1].split("x"))
     imported = time.time() - args.t0
+    if args.model_folder:
+        return child_from_disk(args, scale, model, size, imported)
     if args.compile_cache and not args.no_preload and wan_t2i.aot.default_kind(scale.device) == "blocks":
         wan_t2i.aot.preload(args.compile_cache, scale.device)  # as from_pretrained does: before the weights
     tokenizer = build_tokenizer()
@@ -132,3 +152,82 @@ def child_ttfi(args: argparse.Namespace) -> None:
         report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
                    "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0, "settings": repr(settings)}), flush=True)
+
+
+def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tuple[int, int], imported: float) -> None:
+    """A start as a server makes it: `WanT2IPipeline.from_pretrained` of a model folder on disk with the `fastest`
+    (or `fp8`) preset and `compile_cache`, then two images. The folder is the random model saved once (by the first
+    start that finds it empty, before its clock starts); the model's and the compile cache's files are dropped from
+    the page cache before loading (`evict`), so the weights and blocks are read from the disk as on a new machine.
+    `weights_s` is `load_components`' part of `from_pretrained_s`, `apply_s` the preset's;
+    `beyond_weights_s` = from_pretrained_s - weights_s + first_image_s: what the start costs beyond loading the
+    weights."""
+    folder = Path(args.model_folder)
+    saved = None
+    if not (folder / "model_index.json").exists():
+        saved, _ = timed(lambda: save_random_model(model, scale, folder))
+    evicted = evict(folder) + evict(Path(args.compile_cache))
+    spent: dict[str, float] = {}
+    with (
+        timing(wan_t2i.pipeline, "load_components", "weights_s", spent),
+        timing(wan_t2i.pipeline, "apply", "apply_s", spent),
+    ):
+        loading, pipe = timed(
+            lambda: WanT2IPipeline.from_pretrained(
+                teacher_path=folder, device=scale.device, performance="fp8" if args.fp8 else "fastest",
+                compile_cache=args.compile_cache,
+            )
+        )  # fmt: skip
+    first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+    second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
+    ahead = wan_t2i.aot.ahead_of(pipe.components.transformer)
+    report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading,
+              **spent, "first_image_s": first, "second_image_s": second, "first_phases_s": generation.timings,
+              "beyond_weights_s": loading - spent["weights_s"] + first, "packages_built": ahead.built,
+              "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
+              "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
+    print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
+
+
+def save_random_model(model: str, scale: Any, folder: Path) -> None:
+    """The benchmark's random model `model` (its transformer, VAE, text encoder, tokenizer), saved in the Diffusers
+    layout to `folder`, then freed."""
+    tokenizer = build_tokenizer()
+    components = build_components(model, scale, build_text_encoder(scale, len(tokenizer)), tokenizer)
+    stock_pipeline(components).save_pretrained(folder, safe_serialization=True)
+    (folder / "wan_t2i.json").write_text(json.dumps({"min_side": components.defaults.min_side}))  # smoke sizes
+    del components
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+def evict(folder: Path) -> int:
+    """Drop `folder`'s files from the page cache (POSIX_FADV_DONTNEED; written pages are synced first), so that the
+    next read comes from the disk; returns the bytes of the files."""
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            total += path.stat().st_size
+    return total
+
+
+@contextlib.contextmanager
+def timing(module: Any, name: str, key: str, spent: dict[str, float]) -> Iterator[None]:
+    """Add the time spent in `module.name` to `spent[key]` while inside (the function is wrapped, then restored)."""
+    original = getattr(module, name)
+
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sync()
+            spent[key] = spent.get(key, 0.0) + time.time() - start
+
+    setattr(module, name, timed_call)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
