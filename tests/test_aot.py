@@ -95,8 +95,9 @@ def test_a_second_start_loads_the_package_without_tracing_and_a_stale_one_is_reb
 
 def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """--devices and --compile_cache reach from_pretrained; on a ZeroGPU Space (no torch.compile there) fastest
-    is all of it but the compilation, and fp8 is refused in one line."""
-    from zerogpu_double import FakeSpaces
+    is all of it but the compilation, compiled ahead of time into a default folder where `spaces` has ZeroGPU's AoT
+    functions; --compile_cache without them and fp8 are refused in one line."""
+    from zerogpu_double import FakeAoti, FakeSpaces
 
     from wan_t2i import zerogpu
     from wan_t2i.app_args import parse_args, pipeline_options
@@ -111,40 +112,63 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     assert pipeline_options(parse_args(["--performance", "fastest"]))["compile_cache"] is None  # not a Space
     monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
     monkeypatch.setattr(zerogpu, "spaces", FakeSpaces())
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, None)  # a spaces without ZeroGPU's AoT: stays eager
     options = pipeline_options(parse_args(["--performance", "fastest"]))
-    assert options["compile_cache"] is None  # packages crashed on CUDA: see wan_t2i.aot.ALLOW_CUDA
+    assert options["compile_cache"] is None
     no_compile = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)  # nor graphs, per fork
     assert options["performance"] == no_compile
     assert pipeline_options(parse_args([]))["performance"] == "default"
     with pytest.raises(ValueError, match="torch.compile, which ZeroGPU does not run: use fastest"):
         pipeline_options(parse_args(["--performance", "fp8"]))
+    with pytest.raises(ValueError, match="--compile_cache on ZeroGPU needs the spaces package's ahead-of-time"):
+        pipeline_options(parse_args(["--performance", "fastest", "--compile_cache", str(tmp_path)]))
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, FakeAoti(tmp_path / "log"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no /data here: the default folder is under the home
+    options = pipeline_options(parse_args(["--performance", "fastest"]))
+    assert options["performance"] == no_compile
+    assert options["compile_cache"] == str(tmp_path / ".cache" / "wan-t2i" / "compile-cache")
+    given = pipeline_options(parse_args(["--performance", "fastest", "--compile_cache", str(tmp_path / "mine")]))
+    assert given["compile_cache"] == str(tmp_path / "mine")
+    assert pipeline_options(parse_args([]))["compile_cache"] is None  # the default preset asks for no compilation
 
 
 @pytest.mark.slow
-def test_the_warm_up_compiles_in_the_gpu_process_and_the_server_loads_it(
+def test_on_zerogpu_the_warm_up_compiles_in_the_gpu_process_and_requests_load_it(
     tiny_wan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On ZeroGPU the warm-up job runs in the forked GPU worker (tests/zerogpu_double.py), which builds the package
-    on disk; the next request finds it there and loads it, compiling nothing."""
-    from zerogpu_double import FakeSpaces
+    """On ZeroGPU packages are compiled and loaded by ZeroGPU's own functions (tests/zerogpu_double.py: FakeAoti),
+    and built only at the warm-up: a request before it runs eagerly and builds nothing; the warm-up job runs in the
+    forked GPU worker (FakeSpaces), which builds the package on disk; the next request finds it there and loads it,
+    compiling nothing, and renders what the warm-up rendered."""
+    from zerogpu_double import FakeAoti, FakeSpaces
 
     from wan_t2i import zerogpu
+    from wan_t2i.aot import AotForward, ahead_of
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import WanT2IPipeline
 
-    fake = FakeSpaces()
+    fake, aoti = FakeSpaces(), FakeAoti(tmp_path / "aoti.log")
     monkeypatch.setattr(zerogpu, "spaces", fake)
-    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(tmp_path))
+    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    cache = tmp_path / "cache"
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(cache))
+    forward = ahead_of(pipe.components.transformer)
+    assert isinstance(forward, AotForward) and forward.zerogpu is aoti and forward.at_warm_up_only
     handler = Handler(pipe)
+    request = pipe.request("a lake at sunset", samplers=handler.pair, steps=2, seed=0)
+    before = pipe.generate(request)  # no package yet, and no building outside the warm-up: eager
+    assert (forward.built, forward.loaded) == (0, 0) and not list(cache.glob("*/package.pt2")) and not aoti.lines()
     warm = handler.warm_up()
-    assert fake.durations == [zerogpu.WARMUP_SECONDS] and warm.request.steps == 2
-    assert len(list(tmp_path.glob("*/package.pt2"))) == 1  # written by the worker process
-    forward = pipe.components.transformer.forward
+    assert fake.durations == [zerogpu.WARMUP_SECONDS] and warm.request == request
+    (package,) = cache.glob("*/package.pt2")  # written by the worker process, compiled by ZeroGPU's function
+    assert [line.split()[0] for line in aoti.lines()] == ["compiled", "loaded"]
     assert (forward.built, forward.loaded) == (0, 0)  # this process has compiled nothing
-    again = pipe.generate(warm.request)
-    assert (forward.built, forward.loaded) == (0, 1)
+    again = pipe.generate(request)
+    assert (forward.built, forward.loaded) == (0, 1) and aoti.lines()[-1] == f"loaded {package}"
     for label, result in again.results.items():
-        assert np.abs(np.asarray(result.image, np.int16) - np.asarray(warm[label].image, np.int16)).max() <= 1
+        for other in (warm, before):
+            assert np.abs(np.asarray(result.image, np.int16) - np.asarray(other[label].image, np.int16)).max() <= 1
 
 
 def test_a_performance_settings_of_ones_own_is_taken_as_the_preset(tiny_wan_dir: Path) -> None:

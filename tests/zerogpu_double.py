@@ -15,8 +15,12 @@ import multiprocessing
 import pickle
 import queue
 import threading
+import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import torch
 
 FORK = multiprocessing.get_context("fork")
 
@@ -81,3 +85,74 @@ def _worker(task: Callable, payload: bytes, results: Any, stop: Any) -> None:
         results.put(pickle.dumps(("error", repr(error))))
         return
     results.put(pickle.dumps(("end", None)))
+
+
+class FakeAoti(types.ModuleType):
+    """ZeroGPU's ahead-of-time compilation module (`spaces.zero.torch.aoti`, spaces 0.51.3) as `wan_t2i.aot` uses it:
+    `aoti_compile_and_save` and `LazyAOTIModel`. The real module cannot be imported with a CPU-only torch (its
+    import reads `torch.version.cuda` and `torch._C._cuda_init`), so the tests put this double in its place in
+    `sys.modules`. It does what the real one does, with PyTorch's public equivalents: the program compiled with
+    AOTInductor under the given options and ZeroGPU's (weights out of the package, no constant folding), written to
+    `<dir>/root/package.pt2` (or `<dir>/submodules/<name>/`); the package loaded at its model's first call and the
+    given tensors bound to it without a copy. Each compile and load is written as a line to `log`, which a forked
+    worker's calls reach too. The real module runs on a GPU in `python -m benchmarks.zerogpu_aoti`.
+    """
+
+    OVERRIDES = {  # spaces 0.51.3's INDUCTOR_CONFIGS_OVERRIDES, less those aoti_compile_and_package sets itself
+        "aot_inductor.package_constants_in_so": False,
+        "always_keep_tensor_constants": True,
+        "joint_graph_constant_folding": False,
+    }
+
+    def __init__(self, log: Path) -> None:
+        super().__init__("spaces.zero.torch.aoti")
+        self.log = log
+        double = self
+
+        class LazyAOTIModel:
+            def __init__(self, archive_file: Any) -> None:
+                self.archive_file, self.compiled, self.weights = archive_file, None, None
+
+            def __call__(self, weights: dict, check_full_update: bool, *args: Any, **kwargs: Any) -> Any:
+                if self.compiled is None:
+                    self.compiled = torch._inductor.aoti_load_package(str(self.archive_file))
+                    double.note(f"loaded {self.archive_file}")
+                if self.weights is not weights:
+                    fqns = set(self.compiled.get_constant_fqns())
+                    constants = {name: tensor for name, tensor in weights.items() if name in fqns}
+                    self.compiled.load_constants(constants, check_full_update=check_full_update, user_managed=True)
+                    self.weights = weights
+                return self.compiled(*args, **kwargs)
+
+            def with_weights(self, weights: dict) -> Callable:
+                first = [True]
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    check, first[0] = first[0], False
+                    return self(weights, check, *args, **kwargs)
+
+                return call
+
+        self.LazyAOTIModel = LazyAOTIModel
+
+    def aoti_compile_and_save(
+        self,
+        package_dir: Any,
+        exported_program: Any,
+        inductor_configs: dict | None = None,
+        submodule: str | None = None,
+    ) -> None:
+        folder = Path(package_dir) / (f"submodules/{submodule}" if submodule else "root")
+        folder.mkdir(parents=True, exist_ok=True)
+        configs = {**(inductor_configs or {}), **self.OVERRIDES}
+        torch._inductor.aoti_compile_and_package(
+            exported_program, package_path=str(folder / "package.pt2"), inductor_configs=configs
+        )
+        self.note(f"compiled {folder / 'package.pt2'}")
+
+    def note(self, line: str) -> None:
+        with open(self.log, "a") as file:
+            file.write(line + "\n")
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []

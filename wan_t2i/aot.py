@@ -23,6 +23,11 @@ shape, taking the block as its first argument, serves every block; it is filed u
 checks its own guards before it is used. Blocks quantised to fp8 by the fp8 preset are kept the same way, once
 `make_serialisable` has mended what keeps Dynamo from saving their guards. A restart reads its blocks in a background
 thread while it loads the weights (`preload`).
+
+On a ZeroGPU Space (`wan_t2i.zerogpu.aoti`), which runs no `torch.compile`, the cache keeps packages, compiled and
+loaded by ZeroGPU's own functions (`spaces`' `aoti_compile_and_save` and `LazyAOTIModel`), and builds them only
+while warming up (`warming_up`: the app's start-up job, which asks ZeroGPU for the time): a visitor's request never
+waits minutes for a build, and a shape without a package runs eagerly.
 """
 
 from __future__ import annotations
@@ -63,6 +68,22 @@ INDUCTOR_OPTIONS: dict[str, Any] = {
 MAX_BATCH = 64  # rows of one forward (a sweep's chunk at most): the dynamic batch dimension's upper bound
 FORMAT = 2  # of the package folder; a change here builds every package anew
 log = logging.getLogger(__name__)
+_WARMING_UP = [0]  # how many `warming_up` blocks are open, in any thread (a pair's branches may run in others)
+
+
+@contextlib.contextmanager
+def warming_up() -> Iterator[None]:
+    """While inside: a stand-in that builds only at warm-up (on ZeroGPU) builds what it lacks."""
+    _WARMING_UP[0] += 1
+    try:
+        yield
+    finally:
+        _WARMING_UP[0] -= 1
+
+
+def may_build(at_warm_up_only: bool) -> bool:
+    """Whether a missing package may be built now: always, or only inside `warming_up`."""
+    return not at_warm_up_only or _WARMING_UP[0] > 0
 
 
 def model_facts(transformer: torch.nn.Module, device: torch.device) -> dict[str, Any]:
@@ -115,12 +136,18 @@ class _Exported(torch.nn.Module):
 class AotForward:
     """Stands in for a transformer's `forward`: each input shape runs a package loaded from (or built into) `cache`.
 
-    Calls it cannot serve (image embeddings, attention kwargs) run the transformer's own forward, eagerly.
-    `built`, `loaded`: how many packages this instance compiled, and loaded from disk.
+    Calls it cannot serve (image embeddings, attention kwargs) run the transformer's own forward, eagerly, and so do
+    shapes with no package while building is not allowed (`at_warm_up_only`, outside `warming_up`). `built`,
+    `loaded`: how many packages this instance compiled, and loaded from disk. `zerogpu`: ZeroGPU's AoT module
+    (`wan_t2i.zerogpu.aoti`), which then compiles and loads the packages, or None.
     """
 
-    def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
+    def __init__(
+        self, transformer: torch.nn.Module, cache: str | os.PathLike, *, zerogpu: Any = None,
+        at_warm_up_only: bool = False,
+    ) -> None:  # fmt: skip
         self.transformer, self.cache = transformer, Path(cache)
+        self.zerogpu, self.at_warm_up_only = zerogpu, at_warm_up_only
         self.models: dict[str, Any] = {}  # fingerprint key -> loaded package, or None where the build failed
         self.built = self.loaded = 0
         self._lock = threading.Lock()
@@ -154,7 +181,10 @@ class AotForward:
         key = key_of(facts)
         with self._lock:
             if key not in self.models:
-                self.models[key] = self._load_or_build(key, facts, hidden_states, context)
+                loaded = self._load_or_build(key, facts, hidden_states, context)
+                if loaded is _NOT_YET:  # looked for again at the next call: warm-up may build it meanwhile
+                    return None
+                self.models[key] = loaded
             return self.models[key]
 
     def _load_or_build(self, key: str, facts: dict, hidden_states: torch.Tensor, context: torch.Tensor) -> Any:
@@ -162,18 +192,33 @@ class AotForward:
         if (folder / "fingerprint.json").is_file():
             try:
                 check_filed(folder, facts)
-                model = self._bind(load_package(folder / "package.pt2", hidden_states.device))
+                model = self._load(folder / "package.pt2", hidden_states.device)
                 self.loaded += 1
                 return model
             except Exception as error:  # a package from elsewhere, truncated, or of another torch: built anew
                 log.warning("compiled package %s not used (%s): building it again", folder, error)
+        if not may_build(self.at_warm_up_only):
+            log.info("no compiled package for these shapes yet (it is built at warm-up): running eagerly")
+            return _NOT_YET
         try:
-            package = build(self.transformer, hidden_states, context, folder, facts)
+            package = build(self.transformer, hidden_states, context, folder, facts, zerogpu=self.zerogpu)
         except Exception as error:  # an architecture torch.export cannot trace: this shape runs eagerly
             log.warning("ahead-of-time compilation failed (%s): running eagerly", error)
             return None
         self.built += 1
-        return self._bind(load_package(package, hidden_states.device))
+        return self._load(package, hidden_states.device)
+
+    def _load(self, package: Path, device: torch.device) -> Any:
+        """The package, ready to run on the transformer's own parameters and buffers (bound, not copied): loaded
+        here, or on ZeroGPU by ZeroGPU's lazy loader, in each GPU worker at its first call."""
+        if self.zerogpu is not None:
+            return self.zerogpu.LazyAOTIModel(package).with_weights(self._constants())
+        return self._bind(load_package(package, device))
+
+    def _constants(self) -> dict[str, torch.Tensor]:
+        """The transformer's parameters and buffers by the names a package gives them (under `_Exported`)."""
+        owned = dict(self.transformer.named_parameters()) | dict(self.transformer.named_buffers())
+        return {f"transformer.{name}": tensor for name, tensor in owned.items()}
 
     def _bind(self, model: Any) -> Any:
         """Give a loaded package the transformer's own parameters and buffers (no copy)."""
@@ -195,10 +240,12 @@ def load_package(path: Path, device: torch.device) -> Any:
 
 
 def build(
-    transformer: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor, folder: Path, facts: dict
-) -> Path:
-    """Export the transformer at these shapes (dynamic batch), compile it with AOTInductor, and write the package and
-    its fingerprint to `folder`, whole or not at all; returns the package's path."""
+    transformer: torch.nn.Module, hidden_states: torch.Tensor, context: torch.Tensor, folder: Path, facts: dict,
+    *, zerogpu: Any = None,
+) -> Path:  # fmt: skip
+    """Export the transformer at these shapes (dynamic batch), compile it with AOTInductor (through ZeroGPU's
+    `aoti_compile_and_save` where `zerogpu` is its module), and write the package and its fingerprint to `folder`,
+    whole or not at all; returns the package's path."""
     rows = max(2, hidden_states.shape[0])  # export specialises a batch of 1; a dynamic batch needs an example of 2+
     example = (
         hidden_states[:1].expand(rows, *hidden_states.shape[1:]).contiguous(),
@@ -209,8 +256,13 @@ def build(
     with torch.no_grad():
         program = torch.export.export(_Exported(transformer), example, dynamic_shapes=({0: batch},) * 3)
     with filed(folder, facts) as staging:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
-                                                 inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
+        if zerogpu is not None:  # writes <dir>/root/package.pt2 (wan_t2i.zerogpu.AOTI_MODULE)
+            zerogpu.aoti_compile_and_save(staging / "zerogpu", program, dict(INDUCTOR_OPTIONS))
+            (staging / "zerogpu" / "root" / "package.pt2").rename(staging / "package.pt2")
+            shutil.rmtree(staging / "zerogpu")
+        else:
+            torch._inductor.aoti_compile_and_package(program, package_path=str(staging / "package.pt2"),
+                                                     inductor_configs=dict(INDUCTOR_OPTIONS))  # fmt: skip
     return folder / "package.pt2"
 
 
@@ -235,6 +287,9 @@ def check_filed(folder: Path, facts: dict) -> None:
     """ValueError unless `folder` was filed for exactly `facts` (see `filed`)."""
     if json.loads((folder / "fingerprint.json").read_text()) != facts:
         raise ValueError("its fingerprint is not this model's")
+
+
+_NOT_YET = object()  # AotForward: no package for these shapes, and none may be built now
 
 
 def repeated_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
@@ -469,7 +524,8 @@ def compile_ahead(
     if kind == "packages" and in_fp8:
         raise ValueError("AOTInductor packages cannot hold quantised (fp8) weights: compile_ahead(kind='blocks')")
     if kind == "packages":
-        forward = AotForward(transformer, cache)
+        zerogpu = zerogpu_aoti()
+        forward = AotForward(transformer, cache, zerogpu=zerogpu, at_warm_up_only=zerogpu is not None)
         transformer.forward = forward
         return forward
     if kind != "blocks":
@@ -481,8 +537,18 @@ def compile_ahead(
 
 
 def default_kind(device: str | torch.device) -> str:
-    """What `compile_ahead` keeps for a transformer on `device` unless told: "blocks" on CUDA, "packages" elsewhere."""
+    """What `compile_ahead` keeps for a transformer on `device` unless told: "blocks" on CUDA, "packages" elsewhere
+    and on ZeroGPU (which runs no torch.compile, and compiles packages with its own functions)."""
+    if zerogpu_aoti() is not None:
+        return "packages"
     return "blocks" if torch.device(device).type == "cuda" and not ALLOW_CUDA else "packages"
+
+
+def zerogpu_aoti() -> Any:
+    """ZeroGPU's AoT module on a ZeroGPU Space that has it, else None (`wan_t2i.zerogpu.aoti`)."""
+    from wan_t2i import zerogpu  # here: zerogpu's imports reach the request module, which needs none of this
+
+    return zerogpu.aoti()
 
 
 def ahead_of(transformer: torch.nn.Module) -> AotForward | PrecompiledBlocks | None:

@@ -121,6 +121,7 @@ def create_demo(
 def build(argv: Sequence[str] | None = None) -> gr.Blocks:
     """Parse the flags, load the pipeline once and create the demo around it; exits with a message on bad flags."""
     args = parse_args(argv)
+    from wan_t2i.aot import ahead_of
     from wan_t2i.request import Limits
 
     try:
@@ -135,7 +136,7 @@ def build(argv: Sequence[str] | None = None) -> gr.Blocks:
         render_on_load=args.render_on_load == "yes" or (args.render_on_load == "auto" and embedded),
         limits=limits,
         keep_outputs_seconds=args.keep_outputs_seconds,
-        warm_up=args.compile_cache is not None,
+        warm_up=ahead_of(pipe.components.transformer) is not None,  # --compile_cache, or ZeroGPU's by default
     )
     demo.launch_args |= dict(server_name=args.server_name, server_port=args.server_port)
     return demo

@@ -67,7 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compile_cache",
         default=env("WAN_T2I_COMPILE_CACHE"),
         help="a folder: run the transformers ahead-of-time compiled, built once (at start-up, minutes) and loaded by "
-        "every later start; on CUDA the transformers' repeated block (docs/performance.md)",
+        "every later start; on CUDA the transformers' repeated block; on ZeroGPU packages built by its own "
+        "functions at start-up, the default there with fastest (docs/performance.md)",
     )
     parser.add_argument(
         "--devices",
@@ -127,8 +128,10 @@ def load_pipeline(args: argparse.Namespace) -> WanT2IPipeline:
 
 def pipeline_options(args: argparse.Namespace) -> dict:
     """`from_pretrained`'s keyword arguments for the flags. On a ZeroGPU Space, which runs no `torch.compile`,
-    `fastest` is all of it but the compilation and the graphs (the bf16 VAE in 2D, TF32), and `fp8`, which needs
-    torch.compile, is refused."""
+    `fastest` is all of it but the compilation and the graphs (the bf16 VAE in 2D, TF32), with the transformers
+    compiled ahead of time by ZeroGPU's own functions where its `spaces` has them (`wan_t2i.zerogpu.aoti`), into
+    --compile_cache or `zerogpu.default_compile_cache()`, at the app's warm-up; `fp8`, which needs torch.compile,
+    is refused."""
     from wan_t2i import zerogpu
 
     options = dict(
@@ -140,16 +143,21 @@ def pipeline_options(args: argparse.Namespace) -> dict:
         options["devices"] = devices
         del options["device"]
     if zerogpu.on_zerogpu():
+        if options["compile_cache"] is not None and zerogpu.aoti() is None:
+            raise ValueError(
+                "--compile_cache on ZeroGPU needs the spaces package's ahead-of-time compilation "
+                f"({zerogpu.AOTI_MODULE} with {' and '.join(zerogpu.AOTI_NAMES)}; spaces 0.51 has it): upgrade "
+                "spaces, or leave --compile_cache unset to run eagerly"
+            )
         if args.performance == "fp8":
             raise ValueError("the fp8 preset compiles with torch.compile, which ZeroGPU does not run: use fastest")
         if args.performance == "fastest":
-            # Ahead-of-time packages (compile_cache, what ZeroGPU's spaces.aoti_* apply) would stand in for the
-            # compilation, but loading one crashed on CUDA (wan_t2i.aot.ALLOW_CUDA), and the cache's CUDA blocks are
-            # built by torch.compile: eager until one of them runs there.
             import torch
 
             from wan_t2i.performance import PerformanceSettings
 
             # No text graphs either: every request runs in a newly forked process, which would record them again.
             options["performance"] = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)
+            if zerogpu.aoti() is not None and options["compile_cache"] is None:
+                options["compile_cache"] = zerogpu.default_compile_cache()
     return options

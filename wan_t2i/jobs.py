@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from wan_t2i import aot
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.request import GenerationRequest
 
@@ -160,7 +161,10 @@ def execute(pipe: WanT2IPipeline, job: Job, emit: Callable[[tuple], None]) -> An
         from wan_t2i.doctor.diagnose import diagnose  # the module: the package attribute is the module
 
         return diagnose(pipe=pipe, with_teacher=pipe.components.has_teacher)
-    if job.kind == "warmup" or not job.previews:
+    if job.kind == "warmup":  # where ZeroGPU's packages are built (wan_t2i.aot.warming_up), with its time asked for
+        with aot.warming_up():
+            return pipe.generate(job.request, progress=step)
+    if not job.previews:
         return pipe.generate(job.request, progress=step)
     diagnostics: dict = {}
 

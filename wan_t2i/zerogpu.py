@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wan_t2i.request import GenerationRequest
@@ -60,9 +63,36 @@ def job_seconds(job: Job, *_: Any, **__: Any) -> int:
 
 def on_zerogpu() -> bool:
     """Whether this process is a ZeroGPU Space's server: a Space (SPACE_ID) with the `spaces` package."""
-    import os
-
     return bool(os.environ.get("SPACE_ID")) and spaces is not None
+
+
+# ZeroGPU's ahead-of-time compilation, as spaces 0.51 has it (`spaces/zero/torch/aoti.py`): `aoti_compile_and_save`
+# exports nothing itself; it compiles an ExportedProgram with AOTInductor under ZeroGPU's options (the weights kept
+# out of the package, the library's executable-stack flag cleared, which ZeroGPU's workers refuse) and writes
+# `<dir>/root/package.pt2`; `LazyAOTIModel(path).with_weights(tensors)` loads that package at its first call in each
+# GPU worker, binds the given tensors (no copy), and has the worker delete what PyTorch extracted (the worker never
+# exits cleanly). `wan_t2i.aot` uses both on ZeroGPU (`aoti`).
+AOTI_MODULE = "spaces.zero.torch.aoti"
+AOTI_NAMES = ("aoti_compile_and_save", "LazyAOTIModel")
+
+
+def aoti() -> Any | None:
+    """ZeroGPU's ahead-of-time compilation module (AOTI_MODULE) on a ZeroGPU Space whose `spaces` has it; else None
+    (not a Space, an older `spaces`, or one that cannot import it)."""
+    if not on_zerogpu():
+        return None
+    try:
+        module = importlib.import_module(AOTI_MODULE)
+    except Exception:  # ImportError, or a spaces that fails on this torch: the app stays eager
+        return None
+    return module if all(hasattr(module, name) for name in AOTI_NAMES) else None
+
+
+def default_compile_cache() -> str:
+    """Where the app keeps its compiled transformers on ZeroGPU unless told (--compile_cache): the Space's persistent
+    storage (/data) when it has one, so that a restart loads them, else the home folder (lost at a restart)."""
+    base = Path("/data") if Path("/data").is_dir() and os.access("/data", os.W_OK) else Path.home() / ".cache"
+    return str(base / "wan-t2i" / "compile-cache")
 
 
 def on_gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:
