@@ -7,8 +7,10 @@ thread's stack (Python's faulthandler) is kept in the report with the last stage
 
 Variants: options `plain` (only `package_constants_in_so` off, as wan_t2i.aot had it when loading crashed on an
 H100) or `spaces` (wan_t2i.aot.INDUCTOR_OPTIONS: also constant folding off and tensor constants kept, as ZeroGPU's
-`spaces.aoti_compile` sets them); attention in PyTorch's default order or cuDNN first (the `fastest` preset's order
-on Hopper). Sizes: `linear` (one `torch.nn.Linear`, packaged with AOTInductor's own defaults: whether AOTInductor
+`spaces.aoti_compile` sets them) or `zerogpu` (the package compiled and loaded by ZeroGPU's own functions, `spaces`'
+AoT module, as the app does on a Space: wan_t2i.zerogpu.aoti; needs the `spaces` package and its dependencies);
+attention in PyTorch's default order or cuDNN first (the `fastest` preset's order on Hopper). Sizes: `linear` (one
+`torch.nn.Linear`, packaged with AOTInductor's own defaults: whether AOTInductor
 packages load on this platform at all, nothing of this project's involved), `tiny` (2 layers of width 64 at 64x64) and
 `1.3b-2` (two layers of the 1.3B at 480x832).
 
@@ -52,6 +54,12 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
 
     faulthandler.enable()
     aot.ALLOW_CUDA = True
+    if options == "zerogpu":  # as on a Space: wan_t2i.zerogpu.aoti finds spaces' AoT module
+        import os
+
+        os.environ["SPACE_ID"] = "probe/aoti-cuda"
+        if aot.zerogpu_aoti() is None:
+            raise RuntimeError("spaces' ahead-of-time module is not importable here")
     if options == "plain":
         aot.INDUCTOR_OPTIONS = dict(PLAIN)
     if attention == "cudnn":
@@ -71,7 +79,8 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
         forward = aot.compile_ahead(transformer, folder, kind="packages")
         start = time.time()
         print("STAGE first call (load or build)", flush=True)
-        out = transformer(x, timestep, context, return_dict=False)[0]
+        with aot.warming_up():  # on ZeroGPU packages are built only there
+            out = transformer(x, timestep, context, return_dict=False)[0]
         torch.cuda.synchronize()
         first = time.time() - start
         print("STAGE second call", flush=True)
@@ -79,7 +88,7 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
         torch.cuda.synchronize()
     model = next(iter(forward.models.values()))
     owned = dict(transformer.named_parameters()) | dict(transformer.named_buffers())
-    fqns = model.get_constant_fqns() if model is not None else []
+    fqns = model.get_constant_fqns() if hasattr(model, "get_constant_fqns") else []  # not ZeroGPU's lazy loader
     return {
         "built": forward.built, "loaded": forward.loaded, "first_call_s": round(first, 2),
         "max_abs_diff": (out.float() - eager.float()).abs().max().item(),
@@ -87,6 +96,7 @@ def child(size: str, options: str, attention: str, folder: str) -> dict:
         "eager_abs_max": eager.float().abs().max().item(),
         "constants": len(fqns), "parameters_and_buffers": len(owned),
         "constants_not_owned": [f for f in fqns if f.removeprefix("transformer.") not in owned],
+        "compiled_by": "spaces" if forward.zerogpu is not None else "torch",
     }  # fmt: skip
 
 
