@@ -214,12 +214,19 @@ VARIANTS = {
     "cuda_cxx20": ("cuda", {}, {"std": "c++20"}),
     "cuda_cxx20_bsymbolic": ("cuda", {}, {"std": "c++20", "link": ["Wl,-Bsymbolic"]}),
     "cpu_defaults": ("cpu", {}, {}),
+    # PyTorch 2.11's own build is C++17 (torch.__config__.show() on the H100 machine); AOTInductor compiles C++20
+    "cuda_cxx17": ("cuda", {}, {"std": "c++17"}),
+    "cpu_cxx17": ("cpu", {}, {"std": "c++17"}),
+    # the library with a C++ runtime of its own, linked in: its std::regex meets only its own runtime's objects
+    "cuda_static_libstdcxx": ("cuda", {}, {"link": ["static-libstdc++"]}),
+    "cpu_static_libstdcxx": ("cpu", {}, {"link": ["static-libstdc++"]}),
 }
 
 
-def probe(tmp: Path, name: str, deep: bool, bindings: bool) -> dict:
+def probe(tmp: Path, name: str, deep: bool, bindings: bool, loads: bool = False) -> dict:
     """Build variant `name`'s package in a fresh process and load it in another; `deep`: the ways to load its library
-    one by one (the C++ runner alone, its native stack, gdb where there is one); `bindings`: the linker's log."""
+    one by one (the C++ runner alone, its native stack, gdb where there is one, and LOADS); `bindings`: the linker's
+    log; `loads`: LOADS alone."""
     device, options, flags = VARIANTS[name]
     path = tmp / f"{name}.pt2"
     result = {"build": python(BUILD, device, repr(options), str(path), repr(flags), timeout=150)}
@@ -230,14 +237,15 @@ def probe(tmp: Path, name: str, deep: bool, bindings: bool) -> dict:
     library = next((tmp / name).rglob("*.so"))
     if bindings:
         result["bindings"] = regex_bindings(tmp, library)
-    if deep and device == "cuda":
-        result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
-        for name, (prefix, preload) in LOADS.items():
+    if (deep or loads) and result["load"].get("rc") != 0:
+        for way, (prefix, preload) in LOADS.items():
             env = None
             if preload:
                 found = run(["g++", "-print-file-name=libstdc++.so.6"], timeout=30).get("stdout", "").strip()
                 env = {"LD_PRELOAD": str(Path(found).resolve())} if found else None
-            result[name] = python(prefix + textwrap.dedent(LOAD), device, str(path), env=env) | {"env": env}
+            result[way] = python(prefix + textwrap.dedent(LOAD), device, str(path), env=env) | {"env": env}
+    if deep and device == "cuda":
+        result["load_blocking"] = python(LOAD, device, str(path), env={"CUDA_LAUNCH_BLOCKING": "1"})
         result["dlopen"] = python(DLOPEN, str(library))  # the library alone: its static initialisers
         result["runner"] = python(RUNNER, str(library), str(library.parent))  # without the package loader
         if shutil.which("gcc"):
@@ -259,6 +267,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--deep", action="store_true", help="also load cuda_defaults' library in every other way")
     parser.add_argument("--bindings", action="store_true", help="log cuda_defaults' std::regex bindings (slow)")
+    parser.add_argument("--loads", action="store_true", help="every variant that crashed loaded again in the other "
+                        "ways of LOADS (the machine's libstdc++ preloaded, triton kept out)")  # fmt: skip
     parser.add_argument("--no-legacy", action="store_true", help="leave out the package-less path")
     args = parser.parse_args()
     report: dict = {"env": python(ENV, timeout=60)}
@@ -270,7 +280,7 @@ def main() -> None:
 
     def one(name: str) -> None:  # variants build in parallel: each compile is one process of its own
         defaults = name == "cuda_defaults"
-        report[name] = result = probe(tmp, name, args.deep and defaults, args.bindings and defaults)
+        report[name] = result = probe(tmp, name, args.deep and defaults, args.bindings and defaults, args.loads)
         print(name, {k: v.get("rc") for k, v in result.items() if isinstance(v, dict) and "rc" in v}, flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
 

@@ -308,6 +308,24 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"{value.get('packages_loaded')} (read ahead {ahead}); first image's phases: "
             f"{phases or '-'}) |"
         )
+    if key.startswith("ttfi_disk_"):
+        start = {
+            "first": "first start, empty cache folder",
+            "second": "second start, new process",
+            "profiled": "another second start, its first image under cProfile (slower)",
+        }[key.removeprefix("ttfi_disk_").partition("/")[0]]
+        phases = value.get("first_phases_s") or {}
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
+        gigabytes = fmt(value.get("evicted_bytes", 0) / 1e9, ".1f")
+        return (
+            f"| {key} (weights from disk, compile_cache: {start}) | **{cell(items, key, 'beyond_weights_s', '.2f')} "
+            f"s beyond loading the weights** (from_pretrained {cell(items, key, 'from_pretrained_s', '.2f')} s, of "
+            f"which the weights {cell(items, key, 'weights_s', '.2f')} s from {gigabytes} GB of files out of the page "
+            f"cache; first image {cell(items, key, 'first_image_s', '.2f')} s: {phases or '-'}; next image "
+            f"{cell(items, key, 'second_image_s', '.2f')} s; import {cell(items, key, 'import_s', '.1f')} s; "
+            f"{value.get('kind')} built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}, read "
+            f"ahead {value.get('preloaded')}) |"
+        )
     if key.startswith("ttfi/"):
         return (
             f"| {key} (fresh process, cold compile cache) | first image after {cell(items, key, 'total_s', '.1f')} "

@@ -65,11 +65,11 @@ def bench_ttfi(bench: Bench) -> None:
                 )  # fmt: skip
             if meta.get("ttfi_disk"):
                 cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
-                for start in ("first", "second"):
+                for start in ("first", "second", "profiled") if profile else ("first", "second"):
                     bench.item(
                         "ttfi", f"ttfi_disk_{start}/{case}",
-                        lambda m=model, s=size, f=fp8, c=cache, d=folder: ttfi_in_child(bench, m, s, c, fp8=f,
-                                                                                        model_folder=d),
+                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"):
+                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d),
                     )  # fmt: skip
 
 
@@ -94,7 +94,8 @@ def ttfi_in_child(
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
     command += ["--compile-cache", compile_cache] if compile_cache else []
-    command += ["--profile", str(profile), "--no-preload"] if profile else []  # the reading itself, profiled
+    # the reading itself profiled, except from disk, where it is read ahead as from_pretrained does
+    command += ["--profile", str(profile)] + ([] if model_folder else ["--no-preload"]) if profile else []
     command += ["--fp8"] if fp8 else []
     command += ["--model-folder", model_folder] if model_folder else []
     left = bench.budget_s - bench.elapsed()
@@ -144,9 +145,7 @@ def child_ttfi(args: argparse.Namespace) -> None:
     report = {"import_s": imported, "text_encoder_build_s": text_built, "build_s": built, "first_image_s": first,
               "second_image_s": second, "first_phases_s": generation.timings}  # fmt: skip
     if profiler is not None:  # where the first image's time goes, by function (cumulative, with its callees)
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.profile)
-        report["profile"] = text.getvalue().splitlines()[-args.profile - 2 :]
+        report["profile"] = profile_lines(profiler, args.profile)
     if args.compile_cache:  # how many packages (or blocks) this start built and loaded: a restart should only load
         ahead = wan_t2i.aot.ahead_of(components.transformer)
         report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
@@ -178,7 +177,9 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
                 compile_cache=args.compile_cache,
             )
         )  # fmt: skip
-    first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+    profiler = cProfile.Profile() if args.profile else None
+    with profiler or contextlib.nullcontext():
+        first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
     ahead = wan_t2i.aot.ahead_of(pipe.components.transformer)
     report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading,
@@ -186,7 +187,16 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
               "beyond_weights_s": loading - spent["weights_s"] + first, "packages_built": ahead.built,
               "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
               "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
+    if profiler is not None:
+        report["profile"] = profile_lines(profiler, args.profile)
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
+
+
+def profile_lines(profiler: cProfile.Profile, count: int) -> list[str]:
+    """The `count` functions with the most cumulative time (with their callees), as pstats prints them."""
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(count)
+    return text.getvalue().splitlines()[-count - 2 :]
 
 
 def save_random_model(model: str, scale: Any, folder: Path) -> None:
