@@ -212,15 +212,18 @@ def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when
     function per input shape (the pair's batch of 4 and the 2 of its first and last steps) and saves it; start 2,
     with torch.compile made to fail, reads them ahead (`preload`, before the weights) and renders what eager renders;
     a function whose fingerprint is not this model's is not read ahead and is built anew, as is one that fails to
-    read."""
+    read. The blocks' kernels are kept in the folder too, so that the second start compiles none of them again."""
     cache = tmp_path / "cache"
     cache.mkdir()
     first = start(tiny_wan_dir, cache, "first", BLOCKS)
     n = first["built"]
     assert n >= 2 and first["loaded"] == first["read_ahead"] == 0  # the pair's batch of 4, and of 2
     assert len(list(cache.glob("*/block.bin"))) == n
+    kernels = set(cache.glob("inductor/**/*.main.cpp"))  # the blocks' C++ kernels, kept beside them (keep_kernels)
+    assert kernels
     again = start(tiny_wan_dir, cache, "no-compiling", BLOCKS)
     assert again | {"preloaded": None} == {"built": 0, "loaded": n, "preloaded": None, "read_ahead": n}
+    assert set(cache.glob("inductor/**/*.main.cpp")) == kernels  # found there: not one compiled again
     # One reader thread takes the blocks in the folder's order; one the model asks for before its turn is read then.
     assert again["preloaded"] >= 1
     eager = tiny_pipe.generate("a lake", samplers=["legacy_ddim", "flow_unipc"], steps=3, seed=1)
@@ -228,7 +231,7 @@ def test_blocks_compiled_by_dynamo_are_loaded_by_a_second_start_and_rebuilt_when
         for mode in ("first", "no-compiling"):
             served = np.asarray(Image.open(cache / f"{label}-{mode}.png"), dtype=np.int16)
             assert np.abs(served - np.asarray(result.image, dtype=np.int16)).max() <= 1, (label, mode)
-    stale, damaged = sorted(p for p in cache.iterdir() if p.is_dir())[:2]
+    stale, damaged = sorted(p.parent for p in cache.glob("*/fingerprint.json"))[:2]
     facts = json.loads((stale / "fingerprint.json").read_text())
     (stale / "fingerprint.json").write_text(json.dumps(facts | {"torch": "another"}))  # built for something else
     (damaged / "block.bin").write_bytes((damaged / "block.bin").read_bytes()[:100])  # cut short
@@ -292,8 +295,11 @@ def test_fp8_blocks_are_compiled_once_and_loaded_by_a_second_start(tiny_wan_dir:
     assert first["built"] >= 1 and first["loaded"] == 0
     facts = json.loads(next(cache.glob("*/fingerprint.json")).read_text())
     assert any("Float8Tensor" in kind and "torch.float8_e4m3fn" in kind for kind in facts["weights"]), facts
+    kernels = set(cache.glob("inductor/**/*.main.cpp"))
+    assert kernels
     second = start(tiny_wan_dir, cache, "no-compiling", FP8_BLOCKS)
     assert second == {"built": 0, "loaded": first["built"], "preloaded": second["preloaded"]}
+    assert set(cache.glob("inductor/**/*.main.cpp")) == kernels  # the fp8 block's kernels, not compiled again
     assert second["preloaded"] >= 1
     assert start(tiny_wan_dir, cache, "eager", FP8_BLOCKS) == {}
     eager = np.asarray(Image.open(cache / "fp8-eager.png"), dtype=np.int16)

@@ -22,7 +22,8 @@ shape, taking the block as its first argument, serves every block; it is filed u
 (the block's input shapes, the grad mode, TF32 and the attention backends' order too, and its weights' kinds) and
 checks its own guards before it is used. Blocks quantised to fp8 by the fp8 preset are kept the same way, once
 `make_serialisable` has mended what keeps Dynamo from saving their guards. A restart reads its blocks in a background
-thread while it loads the weights (`preload`).
+thread while it loads the weights (`preload`). The kernels the blocks were compiled to are kept in the folder too
+(Inductor's and Triton's caches, `keep_kernels`): without them a restart compiles them again.
 
 On a ZeroGPU Space (`wan_t2i.zerogpu.aoti`), which runs no `torch.compile`, the cache keeps packages, compiled and
 loaded by ZeroGPU's own functions (`spaces`' `aoti_compile_and_save` and `LazyAOTIModel`), and builds them only
@@ -379,6 +380,7 @@ def preload(cache: str | os.PathLike, device: str | torch.device) -> list[Path]:
     loading. A PrecompiledBlocks takes a block read ahead in place of reading it then, and checks it the same way (its
     fingerprint against the model's, its guards against the inputs); one that failed to read is read or built again
     as usual, and one no model asks for is left unused."""
+    keep_kernels(cache)
     where = device_facts(torch.device(device))
     folders = []
     for path in sorted(Path(cache).glob("*/fingerprint.json")):
@@ -395,6 +397,25 @@ def preload(cache: str | os.PathLike, device: str | torch.device) -> list[Path]:
                 _PRELOADS[folder] = _READER.submit(read_block, folder, facts)
         folders.append(folder)
     return folders
+
+
+def keep_kernels(cache: str | os.PathLike) -> None:
+    """Keep Inductor's and Triton's caches in `cache`/inductor, for this whole process. A block saved by Dynamo holds
+    its graph and guards, but its kernels are compiled again where they are not found in these caches: on the CPU
+    every C++ kernel of the block (a second start of the tiny model compiled 27 of them into a new, empty Inductor
+    cache), and on an H100 the fp8 block's, which took 100 s of a restart's first forward
+    (benchmarks/records/2026-12-07-h100-ttfi-disk). Kept beside the blocks, they come with the folder to a restart or
+    to a new machine; Inductor's and Triton's own keys tell kernels of other torch versions or cards apart."""
+    inductor = str(Path(cache).resolve() / "inductor")
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") == inductor:
+        return
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        log.info("compile_cache: Inductor's cache moves from %s to %s", os.environ["TORCHINDUCTOR_CACHE_DIR"], inductor)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(inductor, "triton")
+    utils = sys.modules.get("torch._inductor.utils")  # what Inductor already derived from the old folder, forgotten
+    if utils is not None and hasattr(utils, "clear_caches"):
+        utils.clear_caches()
 
 
 def preloaded_block(folder: Path) -> tuple[Any, bool]:
@@ -530,6 +551,7 @@ def compile_ahead(
         return forward
     if kind != "blocks":
         raise ValueError(f"kind must be 'packages' or 'blocks', got {kind!r}")
+    keep_kernels(cache)
     blocks = PrecompiledBlocks(transformer, cache)
     for block in repeated_blocks(transformer):
         block.forward = _BlockForward(blocks, block)
