@@ -171,6 +171,33 @@ def test_on_zerogpu_the_warm_up_compiles_in_the_gpu_process_and_requests_load_it
             assert np.abs(np.asarray(result.image, np.int16) - np.asarray(other[label].image, np.int16)).max() <= 1
 
 
+def test_a_warm_up_that_fails_leaves_the_transformers_eager_and_the_app_running(
+    tiny_wan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ZeroGPU's packages do not load (as AOTInductor's loader crashed on an H100 machine), the warm-up job
+    fails: the app must start all the same, eagerly, rather than crash or send every request to a broken package."""
+    from zerogpu_double import FakeAoti, FakeSpaces
+
+    from wan_t2i import zerogpu
+    from wan_t2i.aot import ahead_of
+    from wan_t2i.handlers import Handler
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    aoti = FakeAoti(tmp_path / "aoti.log", broken=True)
+    monkeypatch.setattr(zerogpu, "spaces", FakeSpaces())
+    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(tmp_path / "c"))
+    assert ahead_of(pipe.components.transformer) is not None
+    handler = Handler(pipe)
+    assert handler.warm_up() is None
+    assert [line.split()[0] for line in aoti.lines()] == ["compiled", "failed"]
+    assert ahead_of(pipe.components.transformer) is None  # eager from now on
+    request = pipe.request("a lake at sunset", samplers=handler.pair, steps=2, seed=0)
+    assert len(pipe.generate(request).results) == 2  # and still rendering
+    assert [line.split()[0] for line in aoti.lines()] == ["compiled", "failed"]  # the broken package left alone
+
+
 def test_a_performance_settings_of_ones_own_is_taken_as_the_preset(tiny_wan_dir: Path) -> None:
     from wan_t2i.pipeline import WanT2IPipeline
 

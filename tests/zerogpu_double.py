@@ -95,7 +95,9 @@ class FakeAoti(types.ModuleType):
     AOTInductor under the given options and ZeroGPU's (weights out of the package, no constant folding), written to
     `<dir>/root/package.pt2` (or `<dir>/submodules/<name>/`); the package loaded at its model's first call and the
     given tensors bound to it without a copy. Each compile and load is written as a line to `log`, which a forked
-    worker's calls reach too. The real module runs on a GPU in `python -m benchmarks.zerogpu_aoti`.
+    worker's calls reach too. `broken`: a platform where its packages do not load (as AOTInductor's loader crashed
+    on an H100 machine, benchmarks/records/2026-12-07-h100-ttfi-disk): the compile writes a package of no use, the
+    load raises. The real module ran on that H100 in `python -m benchmarks.aoti_cuda --options zerogpu`.
     """
 
     OVERRIDES = {  # spaces 0.51.3's INDUCTOR_CONFIGS_OVERRIDES, less those aoti_compile_and_package sets itself
@@ -104,9 +106,9 @@ class FakeAoti(types.ModuleType):
         "joint_graph_constant_folding": False,
     }
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, *, broken: bool = False) -> None:
         super().__init__("spaces.zero.torch.aoti")
-        self.log = log
+        self.log, self.broken = log, broken
         double = self
 
         class LazyAOTIModel:
@@ -115,6 +117,9 @@ class FakeAoti(types.ModuleType):
 
             def __call__(self, weights: dict, check_full_update: bool, *args: Any, **kwargs: Any) -> Any:
                 if self.compiled is None:
+                    if double.broken:
+                        double.note(f"failed to load {self.archive_file}")
+                        raise RuntimeError("the package's loader failed")
                     self.compiled = torch._inductor.aoti_load_package(str(self.archive_file))
                     double.note(f"loaded {self.archive_file}")
                 if self.weights is not weights:
@@ -144,6 +149,10 @@ class FakeAoti(types.ModuleType):
     ) -> None:
         folder = Path(package_dir) / (f"submodules/{submodule}" if submodule else "root")
         folder.mkdir(parents=True, exist_ok=True)
+        if self.broken:
+            (folder / "package.pt2").write_bytes(b"a package this platform cannot load")
+            self.note(f"compiled {folder / 'package.pt2'}")
+            return
         configs = {**(inductor_configs or {}), **self.OVERRIDES}
         torch._inductor.aoti_compile_and_package(
             exported_program, package_path=str(folder / "package.pt2"), inductor_configs=configs

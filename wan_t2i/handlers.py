@@ -155,9 +155,20 @@ class Handler:
 
     def warm_up(self) -> Any:
         """Render a two-step pair at the model's default size through the GPU side, as a first visitor's request
-        would: what compiles lazily (packages of `wan_t2i.aot`) compiles now, at start-up, in the GPU's process."""
+        would: what compiles lazily (packages of `wan_t2i.aot`) compiles now, at start-up, in the GPU's process.
+        If that fails (compiled code that does not load or run on this platform), the transformers run eagerly from
+        then on, with a warning, and None is returned: the app starts all the same."""
         request = self.pipe.request("a lake at sunset", samplers=self.pair, steps=2, seed=0)
-        return self._run(Render(Job("warmup", request=request), float("inf")), None)
+        try:
+            return self._run(Render(Job("warmup", request=request), float("inf")), None)
+        except Exception as error:  # noqa: BLE001 - whatever it was, eager is the safe way on
+            from wan_t2i.aot import uncompile_ahead
+            from wan_t2i.performance import transformers_of
+
+            log.warning("the warm-up failed (%s): the transformers run eagerly, not ahead-of-time compiled", error)
+            for transformer in transformers_of(self.pipe.components):
+                uncompile_ahead(transformer)
+            return None
 
     def generate_job(self, values: dict[str, Any], previews: bool = False) -> Job:
         return Job("generate", request=self.request(values), previews=previews)
