@@ -10,12 +10,13 @@ H100) or `spaces` (wan_t2i.aot.INDUCTOR_OPTIONS: also constant folding off and t
 `spaces.aoti_compile` sets them) or `zerogpu` (the package compiled and loaded by ZeroGPU's own functions, `spaces`'
 AoT module, as the app does on a Space: wan_t2i.zerogpu.aoti; needs the `spaces` package and its dependencies);
 attention in PyTorch's default order or cuDNN first (the `fastest` preset's order on Hopper). Sizes: `linear` (one
-`torch.nn.Linear`, packaged with AOTInductor's own defaults: whether AOTInductor
-packages load on this platform at all, nothing of this project's involved), `tiny` (2 layers of width 64 at 64x64) and
-`1.3b-2` (two layers of the 1.3B at 480x832).
+`torch.nn.Linear`, packaged with AOTInductor's own defaults: whether AOTInductor packages load on this platform at
+all, nothing of this project's involved), `tiny` (2 layers of width 64 at 64x64) and `1.3b-2` (two layers of the
+1.3B at 480x832).
 
 Measured on an H100 with torch 2.11.0+cu130 (benchmarks/records/2026-12-07-h100-aoti): every variant, and the single
-Linear, died of SIGSEGV inside `torch._inductor.aoti_load_package` (pt2_archive `_load_aoti`).
+Linear, died of SIGSEGV inside `torch._inductor.aoti_load_package` (pt2_archive `_load_aoti`); `zerogpu` too, in
+spaces 0.51.3's loader, after spaces' compile had built the package (benchmarks/records/2026-12-07-h100-ttfi-disk).
 """
 
 from __future__ import annotations
