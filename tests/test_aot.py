@@ -123,10 +123,14 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="--compile_cache on ZeroGPU needs the spaces package's ahead-of-time"):
         pipeline_options(parse_args(["--performance", "fastest", "--compile_cache", str(tmp_path)]))
     monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, FakeAoti(tmp_path / "log"))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no /data here: the default folder is under the home
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(zerogpu, "PERSISTENT_STORAGE", tmp_path / "data")  # a Space without persistent storage
     options = pipeline_options(parse_args(["--performance", "fastest"]))
     assert options["performance"] == no_compile
     assert options["compile_cache"] == str(tmp_path / ".cache" / "wan-t2i" / "compile-cache")
+    (tmp_path / "data").mkdir()  # and one with it: a restart finds the packages there
+    options = pipeline_options(parse_args(["--performance", "fastest"]))
+    assert options["compile_cache"] == str(tmp_path / "data" / "wan-t2i" / "compile-cache")
     given = pipeline_options(parse_args(["--performance", "fastest", "--compile_cache", str(tmp_path / "mine")]))
     assert given["compile_cache"] == str(tmp_path / "mine")
     assert pipeline_options(parse_args([]))["compile_cache"] is None  # the default preset asks for no compilation

@@ -88,10 +88,14 @@ def aoti() -> Any | None:
     return module if all(hasattr(module, name) for name in AOTI_NAMES) else None
 
 
+PERSISTENT_STORAGE = Path("/data")  # where a Space with persistent storage mounts it
+
+
 def default_compile_cache() -> str:
     """Where the app keeps its compiled transformers on ZeroGPU unless told (--compile_cache): the Space's persistent
-    storage (/data) when it has one, so that a restart loads them, else the home folder (lost at a restart)."""
-    base = Path("/data") if Path("/data").is_dir() and os.access("/data", os.W_OK) else Path.home() / ".cache"
+    storage when it has one, so that a restart loads them, else the home folder (lost at a restart)."""
+    writable = PERSISTENT_STORAGE.is_dir() and os.access(PERSISTENT_STORAGE, os.W_OK)
+    base = PERSISTENT_STORAGE if writable else Path.home() / ".cache"
     return str(base / "wan-t2i" / "compile-cache")
 
 
