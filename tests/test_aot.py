@@ -202,6 +202,31 @@ def test_a_warm_up_that_fails_leaves_the_transformers_eager_and_the_app_running(
     assert [line.split()[0] for line in aoti.lines()] == ["compiled", "failed"]  # the broken package left alone
 
 
+def test_on_zerogpu_the_app_warms_up_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Space's start (`wan_t2i.app.build`, what the root app.py calls on a Space) with `fastest` on ZeroGPU: the
+    pipeline gets the ahead-of-time packages and the warm-up job runs through the GPU before the app is returned,
+    so that packages exist before the first visitor. Here the double's packages do not load (`broken`), which also
+    shows the start surviving that."""
+    from zerogpu_double import FakeAoti, FakeSpaces
+
+    from wan_t2i import zerogpu
+    from wan_t2i.app import build
+
+    fake, aoti = FakeSpaces(), FakeAoti(tmp_path / "aoti.log", broken=True)
+    monkeypatch.setattr(zerogpu, "spaces", fake)
+    monkeypatch.setattr(zerogpu, "PERSISTENT_STORAGE", tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    for name in ("WAN_T2I_COMPILE_CACHE", "WAN_T2I_DEVICES", "WAN_T2I_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WAN_T2I_PERFORMANCE", "fastest")
+    demo = build(["--device", "cpu", "--render_on_load", "no"])
+    assert demo is not None and fake.durations[0] == zerogpu.WARMUP_SECONDS  # the first GPU job: the warm-up
+    assert len(list((tmp_path / "data" / "wan-t2i" / "compile-cache").glob("*/package.pt2"))) == 1
+    assert [line.split()[0] for line in aoti.lines()] == ["compiled", "failed"]  # built, then fell back to eager
+
+
 def test_a_performance_settings_of_ones_own_is_taken_as_the_preset(tiny_wan_dir: Path) -> None:
     from wan_t2i.pipeline import WanT2IPipeline
 
