@@ -223,13 +223,12 @@ class AotForward:
 
     def _bind(self, model: Any) -> Any:
         """Give a loaded package the transformer's own parameters and buffers (no copy)."""
-        owned = dict(self.transformer.named_parameters()) | dict(self.transformer.named_buffers())
+        owned = self._constants()
         constants = {}
         for fqn in model.get_constant_fqns():
-            name = fqn.removeprefix("transformer.")
-            if name not in owned:
+            if fqn not in owned:
                 raise ValueError(f"the package needs {fqn}, which this transformer does not have")
-            constants[fqn] = owned[name]
+            constants[fqn] = owned[fqn]
         model.load_constants(constants, check_full_update=True, user_managed=True)
         return model
 

@@ -143,7 +143,8 @@ def pipeline_options(args: argparse.Namespace) -> dict:
         options["devices"] = devices
         del options["device"]
     if zerogpu.on_zerogpu():
-        if options["compile_cache"] is not None and zerogpu.aoti() is None:
+        aoti = zerogpu.aoti()
+        if options["compile_cache"] is not None and aoti is None:
             raise ValueError(
                 "--compile_cache on ZeroGPU needs the spaces package's ahead-of-time compilation "
                 f"({zerogpu.AOTI_MODULE} with {' and '.join(zerogpu.AOTI_NAMES)}; spaces 0.51 has it): upgrade "
@@ -158,6 +159,6 @@ def pipeline_options(args: argparse.Namespace) -> dict:
 
             # No text graphs either: every request runs in a newly forked process, which would record them again.
             options["performance"] = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)
-            if zerogpu.aoti() is not None and options["compile_cache"] is None:
+            if aoti is not None and options["compile_cache"] is None:
                 options["compile_cache"] = zerogpu.default_compile_cache()
     return options
