@@ -34,8 +34,9 @@ pipe = WanT2IPipeline.from_pretrained(options.pop("teacher_path"), compile_cache
                                       **options.pop("load"))
 if kind and cache:  # a kind of one's own: compile_ahead, as from_pretrained does with the device's kind
     from wan_t2i import aot
+    from wan_t2i.performance import transformers_of
     aot.preload(cache, pipe.device)
-    for transformer in {pipe.components.transformer, pipe.components.transformer_2} - {None}:
+    for transformer in transformers_of(pipe.components):
         aot.compile_ahead(transformer, cache, kind=kind)
 loaded = time.perf_counter()
 request = pipe.request("A serene lake at sunset", seed=1, **options)

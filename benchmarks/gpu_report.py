@@ -298,8 +298,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         }
         start = start[key.removeprefix("ttfi_aot_").partition("/")[0]]
         ahead = "-" if value.get("preloaded") is None else value["preloaded"]
-        phases = value.get("first_phases_s") or {}
-        phases = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
+        phases = phases_text(value)
         return (
             f"| {key} (compile_cache: {start}) | first image after {cell(items, key, 'total_s', '.1f')} s (import "
             f"{cell(items, key, 'import_s', '.1f')}, build {built(items, key)}, first image "
@@ -314,8 +313,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             "second": "second start, new process",
             "profiled": "another second start, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
-        phases = value.get("first_phases_s") or {}
-        phases = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
+        phases = phases_text(value)
         gigabytes = fmt(value.get("evicted_bytes", 0) / 1e9, ".1f")
         return (
             f"| {key} (weights from disk, compile_cache: {start}) | **{cell(items, key, 'beyond_weights_s', '.2f')} "
@@ -412,6 +410,12 @@ def target_lines(items: dict, ratios: dict) -> list[str]:
         lines.append(f"| every optimised image >= {PSNR_MIN:g} dB | {fmt(worst[2], '.1f')} ({worst[0]}) "
                      f"| {'yes' if met else 'NO'} |")  # fmt: skip
     return lines
+
+
+def phases_text(value: dict) -> str:
+    """A ttfi row's first image by phase ("encode 0.52, denoise 1.21, decode 0.21"), or "" for older records."""
+    phases = value.get("first_phases_s") or {}
+    return ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
 
 
 def built(items: dict, key: str) -> str:

@@ -137,19 +137,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
         settings = replace(settings, fp8=True, compile_mode="default")
     settings = replace(settings, compile=settings.compile and not args.no_compile, compile_cache=args.compile_cache)
     apply(components, settings)  # with compile_cache on CUDA: Dynamo-compiled blocks (wan_t2i.aot.PrecompiledBlocks)
-    pipe = WanT2IPipeline(components)
-    profiler = cProfile.Profile() if args.profile else None
-    with profiler or contextlib.nullcontext():
-        first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
-    second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
-    report = {"import_s": imported, "text_encoder_build_s": text_built, "build_s": built, "first_image_s": first,
-              "second_image_s": second, "first_phases_s": generation.timings}  # fmt: skip
-    if profiler is not None:  # where the first image's time goes, by function (cumulative, with its callees)
-        report["profile"] = profile_lines(profiler, args.profile)
-    if args.compile_cache:  # how many packages (or blocks) this start built and loaded: a restart should only load
-        ahead = wan_t2i.aot.ahead_of(components.transformer)
-        report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
-                   "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
+    report = {"import_s": imported, "text_encoder_build_s": text_built, "build_s": built}
+    report |= two_images(WanT2IPipeline(components), args, scale, size)
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0, "settings": repr(settings)}), flush=True)
 
 
@@ -177,26 +166,30 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
                 compile_cache=args.compile_cache,
             )
         )  # fmt: skip
+    report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading,
+              **spent} | two_images(pipe, args, scale, size)  # fmt: skip
+    report["beyond_weights_s"] = loading - spent["weights_s"] + report["first_image_s"]
+    print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
+
+
+def two_images(pipe: WanT2IPipeline, args: argparse.Namespace, scale: Any, size: tuple[int, int]) -> dict:
+    """A start's first image (with --profile, under cProfile: the `args.profile` functions with the most cumulative
+    time, with their callees) and its next one; with a compile cache, how many packages (or blocks) the start built
+    and loaded: a restart should only load."""
     profiler = cProfile.Profile() if args.profile else None
     with profiler or contextlib.nullcontext():
         first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
-    ahead = wan_t2i.aot.ahead_of(pipe.components.transformer)
-    report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading,
-              **spent, "first_image_s": first, "second_image_s": second, "first_phases_s": generation.timings,
-              "beyond_weights_s": loading - spent["weights_s"] + first, "packages_built": ahead.built,
-              "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
-              "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
+    report = {"first_image_s": first, "second_image_s": second, "first_phases_s": generation.timings}
     if profiler is not None:
-        report["profile"] = profile_lines(profiler, args.profile)
-    print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
-
-
-def profile_lines(profiler: cProfile.Profile, count: int) -> list[str]:
-    """The `count` functions with the most cumulative time (with their callees), as pstats prints them."""
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(count)
-    return text.getvalue().splitlines()[-count - 2 :]
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.profile)
+        report["profile"] = text.getvalue().splitlines()[-args.profile - 2 :]
+    if args.compile_cache:
+        ahead = wan_t2i.aot.ahead_of(pipe.components.transformer)
+        report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
+                   "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
+    return report
 
 
 def save_random_model(model: str, scale: Any, folder: Path) -> None:
@@ -207,7 +200,8 @@ def save_random_model(model: str, scale: Any, folder: Path) -> None:
     stock_pipeline(components).save_pretrained(folder, safe_serialization=True)
     (folder / "wan_t2i.json").write_text(json.dumps({"min_side": components.defaults.min_side}))  # smoke sizes
     del components
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def evict(folder: Path) -> int:
