@@ -97,7 +97,7 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     """--devices and --compile_cache reach from_pretrained; on a ZeroGPU Space (no torch.compile there) fastest
     is all of it but the compilation, compiled ahead of time into a default folder where `spaces` has ZeroGPU's AoT
     functions; --compile_cache without them and fp8 are refused in one line."""
-    from zerogpu_double import FakeAoti, FakeSpaces
+    from zerogpu_double import FakeAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.app_args import parse_args, pipeline_options
@@ -110,9 +110,7 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="give --device or --devices, not both"):
         pipeline_options(parse_args(["--devices", "cuda:0,cuda:1", "--device", "cuda"]))
     assert pipeline_options(parse_args(["--performance", "fastest"]))["compile_cache"] is None  # not a Space
-    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
-    monkeypatch.setattr(zerogpu, "spaces", FakeSpaces())
-    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, None)  # a spaces without ZeroGPU's AoT: stays eager
+    on_a_space(monkeypatch, None)  # a spaces without ZeroGPU's AoT: stays eager
     options = pipeline_options(parse_args(["--performance", "fastest"]))
     assert options["compile_cache"] is None
     no_compile = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)  # nor graphs, per fork
@@ -144,17 +142,15 @@ def test_on_zerogpu_the_warm_up_compiles_in_the_gpu_process_and_requests_load_it
     and built only at the warm-up: a request before it runs eagerly and builds nothing; the warm-up job runs in the
     forked GPU worker (FakeSpaces), which builds the package on disk; the next request finds it there and loads it,
     compiling nothing, and renders what the warm-up rendered."""
-    from zerogpu_double import FakeAoti, FakeSpaces
+    from zerogpu_double import FakeAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.aot import AotForward, ahead_of
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import WanT2IPipeline
 
-    fake, aoti = FakeSpaces(), FakeAoti(tmp_path / "aoti.log")
-    monkeypatch.setattr(zerogpu, "spaces", fake)
-    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
-    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    aoti = FakeAoti(tmp_path / "aoti.log")
+    fake = on_a_space(monkeypatch, aoti)
     cache = tmp_path / "cache"
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(cache))
     forward = ahead_of(pipe.components.transformer)
@@ -180,17 +176,14 @@ def test_a_warm_up_that_fails_leaves_the_transformers_eager_and_the_app_running(
 ) -> None:
     """Where ZeroGPU's packages do not load (as AOTInductor's loader crashed on an H100 machine), the warm-up job
     fails: the app must start all the same, eagerly, rather than crash or send every request to a broken package."""
-    from zerogpu_double import FakeAoti, FakeSpaces
+    from zerogpu_double import FakeAoti, on_a_space
 
-    from wan_t2i import zerogpu
     from wan_t2i.aot import ahead_of
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import WanT2IPipeline
 
     aoti = FakeAoti(tmp_path / "aoti.log", broken=True)
-    monkeypatch.setattr(zerogpu, "spaces", FakeSpaces())
-    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
-    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    on_a_space(monkeypatch, aoti)
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(tmp_path / "c"))
     assert ahead_of(pipe.components.transformer) is not None
     handler = Handler(pipe)
@@ -207,17 +200,15 @@ def test_on_zerogpu_the_app_warms_up_at_start_up(tmp_path: Path, monkeypatch: py
     pipeline gets the ahead-of-time packages and the warm-up job runs through the GPU before the app is returned,
     so that packages exist before the first visitor. Here the double's packages do not load (`broken`), which also
     shows the start surviving that."""
-    from zerogpu_double import FakeAoti, FakeSpaces
+    from zerogpu_double import FakeAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.app import build
 
-    fake, aoti = FakeSpaces(), FakeAoti(tmp_path / "aoti.log", broken=True)
-    monkeypatch.setattr(zerogpu, "spaces", fake)
+    aoti = FakeAoti(tmp_path / "aoti.log", broken=True)
+    fake = on_a_space(monkeypatch, aoti)
     monkeypatch.setattr(zerogpu, "PERSISTENT_STORAGE", tmp_path / "data")
     (tmp_path / "data").mkdir()
-    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
-    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
     for name in ("WAN_T2I_COMPILE_CACHE", "WAN_T2I_DEVICES", "WAN_T2I_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WAN_T2I_PERFORMANCE", "fastest")

@@ -14,6 +14,7 @@ import inspect
 import multiprocessing
 import pickle
 import queue
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
@@ -165,3 +166,15 @@ class FakeAoti(types.ModuleType):
 
     def lines(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+def on_a_space(monkeypatch: Any, aoti: FakeAoti | None) -> FakeSpaces:
+    """Make this process a ZeroGPU Space's for the test (`monkeypatch`): SPACE_ID set, a FakeSpaces as `spaces`, and
+    `aoti` as spaces' AoT module (None: a `spaces` without it). Returns the FakeSpaces."""
+    from wan_t2i import zerogpu
+
+    fake = FakeSpaces()
+    monkeypatch.setenv("SPACE_ID", "someone/wan-t2i")
+    monkeypatch.setattr(zerogpu, "spaces", fake)
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, aoti)
+    return fake
