@@ -47,10 +47,12 @@ def test_graphs_give_the_eager_embedding_bit_for_bit(tiny_wan_dir):
     apply(pipe.components, PerformanceSettings(text_graphs=True))
     forward = pipe.components.text_encoder.forward
     assert isinstance(forward, GraphedForward)
-    for _ in range(2):  # recorded at the first call of each length, replayed at the second
+    for call in range(3):  # eager at the first call of each length, recorded at the second, replayed at the third
         pipe._text_cache.clear()
         for prompt, expected in zip(PROMPTS, eager, strict=True):
             assert torch.equal(pipe.encode_prompt(prompt), expected)
+        if call == 0:
+            assert forward.graphs == {}  # nothing recorded at a length's first prompt
     lengths = sorted(key[0][1] for key, recorded in forward.graphs.items() if recorded is not None)
     assert lengths == [64, 128]  # the prompts' two buckets, each recorded once
     apply(pipe.components, PerformanceSettings())
@@ -63,6 +65,7 @@ def test_a_replay_hands_back_its_own_copy(tiny_wan_dir):
     encoder = load_components(teacher_path=tiny_wan_dir, device="cuda").text_encoder
     graph_text_encoder(encoder)
     mask = torch.ones(1, 64, dtype=torch.long, device="cuda")
+    encoder(torch.full((1, 64), 3, device="cuda"), mask)  # the shape's first call runs eagerly; the next two replay
     first = encoder(torch.full((1, 64), 5, device="cuda"), mask).last_hidden_state
     kept = first.clone()
     second = encoder(torch.full((1, 64), 9, device="cuda"), mask).last_hidden_state

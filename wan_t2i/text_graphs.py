@@ -3,8 +3,11 @@
 UMT5-XXL encodes a prompt (64 tokens, see pipeline.TEXT_BUCKET) in a few milliseconds of GPU work but launches its 24
 layers' kernels one by one: on an H100 the encoding took 0.027-0.033 s eagerly, bound by those launches, and 0.009 s
 replayed from a graph, which launches them all at once (docs/performance.md#the-text-encoder). Prompts are encoded
-at a few lengths (multiples of 64), so a few graphs cover every prompt; each is recorded at the first prompt of its
-length, which costs two eager runs and the recording (well under a second).
+at a few lengths (multiples of 64), so a few graphs cover every prompt. Each is recorded at the second prompt of its
+length, which costs two eager runs and the recording (well under a second); the first runs eagerly. Recording at the
+first prompt put three cold eager forwards into a new server's first image (about 0.5 s of its encoding on an H100,
+benchmarks/records/2026-12-07-h100-ttfi-disk), and that image's negative prompt, encoded once and cached by the
+pipeline, would never have replayed its graph.
 
 The graph runs exactly the kernels the eager forward runs, on copies of the inputs, so the embedding is the same
 (benchmarks/gpu.py checks it bit for bit on the GPU). One exception, rounding only: a prompt whose tokens fill its
@@ -26,6 +29,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 WARMUP_RUNS = 2  # eager runs on a side stream before recording: lazy cuBLAS and allocator set-up must not be recorded
+RECORD_AT_CALL = 2  # a shape's graph is recorded at its second call; its first runs eagerly
 
 
 class GraphedForward:
@@ -38,6 +42,7 @@ class GraphedForward:
     def __init__(self, forward: Callable):
         self.forward = forward  # the module's own (bound) forward
         self.graphs: dict[tuple, tuple | None] = {}  # shape key -> (graph, static inputs, output); None: stays eager
+        self.calls: dict[tuple, int] = {}  # shape key -> its calls before it was recorded
         self.lock = threading.Lock()  # graphs replay into fixed buffers: one call at a time
 
     def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -57,6 +62,9 @@ class GraphedForward:
         )  # fmt: skip
         with self.lock:
             if key not in self.graphs:
+                self.calls[key] = self.calls.get(key, 0) + 1
+                if self.calls[key] < RECORD_AT_CALL:
+                    return self.forward(input_ids, attention_mask)
                 self.graphs[key] = self.record(input_ids, attention_mask)
             recorded = self.graphs[key]
             if recorded is None:
@@ -92,7 +100,7 @@ class GraphedForward:
 
 
 def graph_text_encoder(text_encoder: torch.nn.Module) -> None:
-    """Replay `text_encoder`'s forward from CUDA graphs, one recorded per input shape at its first call; idempotent."""
+    """Replay `text_encoder`'s forward from CUDA graphs, one recorded per input shape at its second call; idempotent."""
     if not is_graphed(text_encoder):
         text_encoder.forward = GraphedForward(text_encoder.forward)
 
