@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "record's skipped)")  # fmt: skip
     parser.add_argument("--fp8-scales", default="row", choices=("row", "tensor"),
                         help="the fp8 section's scale granularity (default: row, the preset's)")  # fmt: skip
+    parser.add_argument("--fp8-multi-kernel", default="off", choices=("on", "off"),
+                        help="the fp8 section's blocks compiled with Inductor's multi_kernel (PerformanceSettings."
+                        "multi_kernel) or not (default: off)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
     parser.add_argument("--results-md", type=Path, default=None, help="with --render: where (default: beside it)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
@@ -188,6 +191,7 @@ def start_bench(
         parser.error("--ttfi-presets fp8 needs a GPU with FP8 (the fp8 preset refuses the CPU)")
     meta |= {
         "fp8_scales": args.fp8_scales,
+        "fp8_multi_kernel": args.fp8_multi_kernel == "on",
         "ttfi_profile": args.ttfi_profile,
         "ttfi_presets": presets,
         "ttfi_disk": args.ttfi_disk,

@@ -41,9 +41,12 @@ def allocated_gb() -> float:
 
 def fp8_settings(bench: Bench, model: str) -> PerformanceSettings:
     """`fastest` as the model's section settled it, made what the fp8 preset (fp8_for) makes of `fastest`, with the
-    run's scale granularity."""
-    scales = bench.results["meta"]["fp8_scales"]
-    return replace(settled_settings(bench, model), fp8=True, fp8_scales=scales, compile_mode="default")
+    run's scale granularity and multi_kernel."""
+    meta = bench.results["meta"]
+    return replace(
+        settled_settings(bench, model), fp8=True, fp8_scales=meta["fp8_scales"], compile_mode="default",
+        multi_kernel=meta.get("fp8_multi_kernel", False),
+    )  # fmt: skip
 
 
 def bench_fp8(bench: Bench, model: str, components: WanComponents, references: dict) -> None:

@@ -288,8 +288,9 @@ def test_fuse_projections_gives_the_same_output_and_holds_each_weight_once():
     assert hasattr(attention, "to_qkv") and not hasattr(attention, "to_q")
 
 
-def test_compile_blocks_passes_inductor_options_in_the_default_mode_only(monkeypatch):
-    """benchmarks.gpu_profile's variants compile with Inductor options; torch.compile takes a mode or options."""
+def test_compile_blocks_passes_inductor_options_with_those_of_its_mode(monkeypatch):
+    """multi_kernel and benchmarks.gpu_profile's variants compile with Inductor options; torch.compile takes a mode
+    or options, so another mode's options are added to them."""
     transformer = tiny_transformer().eval()
     compiles: list[dict] = []
     real = torch.compile
@@ -301,8 +302,10 @@ def test_compile_blocks_passes_inductor_options_in_the_default_mode_only(monkeyp
     monkeypatch.setattr(torch, "compile", spy)
     performance.compile_blocks(transformer, options={"coordinate_descent_tuning": True})
     assert compiles and all(c["options"] == {"coordinate_descent_tuning": True} and "mode" not in c for c in compiles)
-    with pytest.raises(ValueError, match="compile options need compile mode 'default'"):
-        performance.compile_blocks(transformer, mode="reduce-overhead", options={"coordinate_descent_tuning": True})
+    performance.uncompile_blocks(transformer)
+    compiles.clear()
+    performance.compile_blocks(transformer, mode="reduce-overhead", options={"triton.multi_kernel": 1})
+    assert compiles and all(c["options"] == {"triton.cudagraphs": True, "triton.multi_kernel": 1} for c in compiles)
     performance.uncompile_blocks(transformer)
 
 

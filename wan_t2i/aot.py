@@ -306,8 +306,9 @@ class PrecompiledBlocks:
     instance compiled, and loaded from disk; `preloaded`: how many of those loaded had been read ahead by `preload`.
     """
 
-    def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike):
+    def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike, options: dict | None = None):
         self.transformer, self.cache = transformer, Path(cache)
+        self.options = dict(options or {})  # Inductor options the blocks are compiled with (a part of each fingerprint)
         for block in repeated_blocks(transformer):
             make_serialisable(block)
         # block_inputs -> loaded function, or None where the build failed: a block call hashes no fingerprint
@@ -327,7 +328,7 @@ class PrecompiledBlocks:
             return self.functions[inputs]
         with self._lock:
             if inputs not in self.functions:
-                facts = block_fingerprint(self.transformer, block, args, kwargs)
+                facts = block_fingerprint(self.transformer, block, args, kwargs) | self._options_fact()
                 self.functions[inputs] = self._load_or_build(key_of(facts), facts, block, args, kwargs)
             return self.functions[inputs]
 
@@ -347,12 +348,16 @@ class PrecompiledBlocks:
             except Exception as error:  # from elsewhere, truncated, or of another torch: built anew
                 log.warning("compiled block %s not used (%s): building it again", folder, error)
         try:
-            function = build_block(block, args, kwargs, folder, facts)
+            function = build_block(block, args, kwargs, folder, facts, self.options)
         except Exception as error:  # a block Dynamo cannot compile ahead of time: this shape runs eagerly
             log.warning("ahead-of-time compilation of the blocks failed (%s): running them eagerly", error)
             return None
         self.built += 1
         return function
+
+    def _options_fact(self) -> dict:
+        """The Inductor options as a fingerprint keeps them: only where given, so blocks built without stay found."""
+        return {"inductor_options": json.loads(json.dumps(self.options, sort_keys=True))} if self.options else {}
 
 
 def read_block(folder: Path, facts: dict) -> Any:
@@ -509,15 +514,18 @@ def _empty_like(_func: Any, _types: Any, args: tuple, kwargs: dict) -> torch.Ten
     return type(tensor).__tensor_unflatten__(inner, context, tensor.shape, tensor.stride())
 
 
-def build_block(block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path, facts: dict) -> Any:
-    """Compile `block`'s forward for these inputs with Dynamo's ahead-of-time path and write it, with its
-    fingerprint, to `folder`, whole or not at all; returns the compiled function (the block is its first argument)."""
+def build_block(
+    block: torch.nn.Module, args: tuple, kwargs: dict, folder: Path, facts: dict, options: dict | None = None
+) -> Any:
+    """Compile `block`'s forward for these inputs with Dynamo's ahead-of-time path (and Inductor `options`) and write
+    it, with its fingerprint, to `folder`, whole or not at all; returns the compiled function (the block is its first
+    argument)."""
     if hasattr(torch._dynamo.config, "enable_aot_compile"):
         torch._dynamo.config.enable_aot_compile = True
     # The block's stand-in forward leads to this cache's lock, which the saved guards could not hold: set aside.
     stand_in = block.__dict__.pop("forward", None)
     try:
-        compile = torch.compile(type(block).forward, fullgraph=True, dynamic=False)
+        compile = torch.compile(type(block).forward, fullgraph=True, dynamic=False, options=options or None)
         compiled = compile.aot_compile(((block, *args), kwargs))
     finally:
         if stand_in is not None:
@@ -532,13 +540,13 @@ class _BlockForward(functools.partial):
 
 
 def compile_ahead(
-    transformer: torch.nn.Module, cache: str | os.PathLike, kind: str | None = None
+    transformer: torch.nn.Module, cache: str | os.PathLike, kind: str | None = None, options: dict | None = None
 ) -> AotForward | PrecompiledBlocks:
     """Make `transformer` run ahead-of-time compiled code kept in `cache` (a folder), shape by shape: AOTInductor
     packages of the whole forward (`kind="packages"`, the CPU's default) or Dynamo-compiled blocks (`"blocks"`,
     CUDA's default, where AOTInductor's loader crashed; ALLOW_CUDA=True makes packages CUDA's default again; and
-    always for blocks quantised to fp8, which packages cannot hold). Returns the stand-in; `uncompile_ahead` undoes
-    it."""
+    always for blocks quantised to fp8, which packages cannot hold). `options`: Inductor options for blocks (packages
+    are compiled with INDUCTOR_OPTIONS). Returns the stand-in; `uncompile_ahead` undoes it."""
     in_fp8 = is_quantized(transformer)
     kind = kind or ("blocks" if in_fp8 else default_kind(next(transformer.parameters()).device))
     if kind == "packages" and in_fp8:
@@ -551,7 +559,7 @@ def compile_ahead(
     if kind != "blocks":
         raise ValueError(f"kind must be 'packages' or 'blocks', got {kind!r}")
     keep_kernels(cache)
-    blocks = PrecompiledBlocks(transformer, cache)
+    blocks = PrecompiledBlocks(transformer, cache, options)
     for block in repeated_blocks(transformer):
         block.forward = _BlockForward(blocks, block)
     return blocks

@@ -69,6 +69,9 @@ class PerformanceSettings:
     compile_cache: str | None = None
     # Replay the text encoder from CUDA graphs, one per prompt length (wan_t2i.text_graphs); on CUDA only
     text_graphs: bool = False
+    # With compile or compile_cache: Inductor's multi_kernel for the blocks, each reduction compiled both persistent
+    # (one pass over a row held in registers) and looped, the faster kept by timing both at its first call; GPU only
+    multi_kernel: bool = False
 
     def __post_init__(self):
         if self.compile and self.low_memory:
@@ -245,12 +248,12 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         uncompile_ahead(transformer)
         if settings.compile_cache is not None:  # ahead of time, in place of tracing: see wan_t2i.aot
             uncompile_blocks(transformer)
-            compile_ahead(transformer, settings.compile_cache)
+            compile_ahead(transformer, settings.compile_cache, options=inductor_options(settings))
         elif settings.compile:
             mode = settings.compile_mode
             if mode == "auto":
                 mode = "reduce-overhead" if graphs_pay(transformer, components.device) else "default"
-            compile_blocks(transformer, mode=mode, fullgraph=settings.fullgraph)
+            compile_blocks(transformer, mode=mode, fullgraph=settings.fullgraph, options=inductor_options(settings))
         else:
             uncompile_blocks(transformer)
     if settings.low_memory and components.device.type == "cuda":
@@ -260,6 +263,11 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
             stream_layers(transformer, components.device, resident=resident_blocks(transformer, budget))
         stream_layers(components.text_encoder, components.device)
         torch.cuda.empty_cache()
+
+
+def inductor_options(settings: PerformanceSettings) -> dict | None:
+    """The Inductor options `settings` compile the blocks with, beyond their compile mode's; None: none."""
+    return {"triton.multi_kernel": 1} if settings.multi_kernel else None
 
 
 def graphs_pay(transformer: torch.nn.Module, device: str | torch.device) -> bool:
@@ -341,13 +349,12 @@ def compile_blocks(
     transformer: torch.nn.Module, *, mode: str = "default", fullgraph: bool = True, options: dict | None = None
 ) -> None:
     """Regional compilation: each block's forward is compiled once per input shape and shared by all layers.
-    `options`: Inductor settings for these blocks alone (torch.compile's `options`)."""
+    `options`: Inductor settings for these blocks alone (torch.compile's `options`), added to `mode`'s."""
     dynamo_config = torch._dynamo.config
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
-    # torch.compile takes a mode or options, not both: options apply to the default mode only
-    if options and mode != "default":
-        raise ValueError(f"compile options need compile mode 'default', not {mode!r}")
+    if options and mode != "default":  # torch.compile takes a mode or options: the mode's own options, and these
+        options = torch._inductor.list_mode_options(mode) | options
     choice = {"options": options} if options else {"mode": mode}
     transformer.compile_repeated_blocks(dynamic=False, fullgraph=fullgraph, **choice)
     if "reduce-overhead" in mode:
