@@ -304,6 +304,34 @@ def test_a_block_fingerprint_names_its_inputs_and_the_baked_in_settings(tiny_pip
         )
 
 
+def test_blocks_compiled_with_inductor_options_are_filed_apart(
+    tiny_pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PerformanceSettings.multi_kernel under a compile cache: the blocks are compiled with the options, which their
+    fingerprint keeps, so that blocks built without them are neither found nor replaced."""
+    from wan_t2i.aot import PrecompiledBlocks, repeated_blocks
+
+    compiles: list[dict] = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compiles.append(k) or real(*a, **k))
+    transformer = tiny_pipe.components.transformer
+    block = repeated_blocks(transformer)[0]
+    calls: list = []  # a block call's real inputs, as a generation makes them
+    hook = block.register_forward_pre_hook(lambda _m, a, k: calls.append((a, k)), with_kwargs=True)
+    tiny_pipe.generate("a lake", samplers=["flow_unipc"], steps=1, seed=1)
+    hook.remove()
+    inputs = calls[0]
+    with torch.inference_mode():
+        plain = PrecompiledBlocks(transformer, tmp_path)
+        plain(block, *inputs[0], **inputs[1])
+        optioned = PrecompiledBlocks(transformer, tmp_path, options={"triton.multi_kernel": 1})
+        optioned(block, *inputs[0], **inputs[1])
+    assert (plain.built, optioned.built, optioned.loaded) == (1, 1, 0)  # not the plain block: built anew
+    assert [c.get("options") for c in compiles] == [None, {"triton.multi_kernel": 1}]
+    filed = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/fingerprint.json"))]
+    assert sorted(f.get("inductor_options") is not None for f in filed) == [False, True]
+
+
 FP8_BLOCKS = """
 import json, sys
 import torch
