@@ -90,7 +90,9 @@ def loop_floor(items: dict, shape: str, batches: list[int]) -> float | None:
     return None if None in loops else sum(loops) / len(loops)
 
 
-def fp8_lines(items: dict, ratios: dict, shapes: list[str], scales: str = "row") -> list[str]:
+def fp8_lines(
+    items: dict, ratios: dict, shapes: list[str], scales: str = "row", multi_kernel: bool = False
+) -> list[str]:
     """The fp8 preset against bf16 `fastest` and stock-with-the-same-knobs, with its error and its compile cost."""
     rows = [shape for shape in shapes if f"{shape}/fp8" in items or f"{shape}/fp8_floor_b2" in items]
     if not rows:
@@ -98,7 +100,9 @@ def fp8_lines(items: dict, ratios: dict, shapes: list[str], scales: str = "row")
     lines = [
         "",
         f"FP8 (`--performance fp8`: torchao float8 dynamic activation + weight quantisation, per-{scales} scales, on "
-        "the blocks' linear layers, then compiled as `fastest`). First image: the first fp8 image of the process, its "
+        "the blocks' linear layers, then compiled as `fastest`"
+        + (", with Inductor's multi_kernel" if multi_kernel else "")
+        + "). First image: the first fp8 image of the process, its "
         "compilation included (the bf16 graphs of the same shapes were compiled before it; `graphs`: how many Dynamo "
         "compiled for it). Error and PSNR against the eager bf16 forward and image.",
         "",
@@ -158,7 +162,8 @@ def write_results_md(results: dict, path: Path) -> None:
     shapes = list(dict.fromkeys(k.rpartition("/")[0] for k in items if "@" in k and not k.startswith(EXTRA_SECTIONS)))
     lines = header_lines(results["meta"], items.get("peak") or {}, items.get("peak_fp8"))
     lines += [main_row(items, ratios, shape) for shape in shapes]
-    lines += fp8_lines(items, ratios, shapes, results["meta"].get("fp8_scales", "row"))
+    meta = results["meta"]
+    lines += fp8_lines(items, ratios, shapes, meta.get("fp8_scales", "row"), meta.get("fp8_multi_kernel", False))
     lines += profile_lines(items, shapes)
     lines += ["", "| other | result |", "|---|---|"]
     lines += [row for key, value in items.items() if (row := other_row(items, key, value))]
