@@ -5,9 +5,8 @@ layers' kernels one by one: on an H100 the encoding took 0.027-0.033 s eagerly, 
 replayed from a graph, which launches them all at once (docs/performance.md#the-text-encoder). Prompts are encoded
 at a few lengths (multiples of 64), so a few graphs cover every prompt. Each is recorded at the second prompt of its
 length, which costs two eager runs and the recording (well under a second); the first runs eagerly. Recording at the
-first prompt put three cold eager forwards into a new server's first image (about 0.5 s of its encoding on an H100,
-benchmarks/records/2026-12-07-h100-ttfi-disk), and that image's negative prompt, encoded once and cached by the
-pipeline, would never have replayed its graph.
+first prompt ran three forwards where one is needed in a new server's first image, for two lengths (the prompt's and
+the negative prompt's), and the negative prompt, encoded once and cached by the pipeline, never replays its graph.
 
 The graph runs exactly the kernels the eager forward runs, on copies of the inputs, so the embedding is the same
 (benchmarks/gpu.py checks it bit for bit on the GPU). One exception, rounding only: a prompt whose tokens fill its
