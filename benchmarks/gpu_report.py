@@ -327,7 +327,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"cache; first image {cell(items, key, 'first_image_s', '.2f')} s: {phases or '-'}; next image "
             f"{cell(items, key, 'second_image_s', '.2f')} s; import {cell(items, key, 'import_s', '.1f')} s; "
             f"{value.get('kind')} built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}, read "
-            f"ahead {value.get('preloaded')}) |"
+            f"ahead {value.get('preloaded')}{counters_text(value)}) |"
         )
     if key.startswith("ttfi/"):
         return (
@@ -421,6 +421,15 @@ def phases_text(value: dict) -> str:
     """A ttfi row's first image by phase ("encode 0.52, denoise 1.21, decode 0.21"), or "" for older records."""
     phases = value.get("first_phases_s") or {}
     return ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
+
+
+def counters_text(value: dict) -> str:
+    """A ttfi row's compile counters over its first image ("; compiled during the first image: inductor/... 3, ..."),
+    or "" where none changed or the record is older."""
+    counters = value.get("first_image_compile_counters") or {}
+    if not counters:
+        return ""
+    return "; compiled during the first image: " + ", ".join(f"{k} {n}" for k, n in counters.items())
 
 
 def built(items: dict, key: str) -> str:

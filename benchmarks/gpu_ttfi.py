@@ -177,10 +177,14 @@ def two_images(pipe: WanT2IPipeline, args: argparse.Namespace, scale: Any, size:
     time, with their callees) and its next one; with a compile cache, how many packages (or blocks) the start built
     and loaded: a restart should only load."""
     profiler = cProfile.Profile() if args.profile else None
+    before = compile_counters()
     with profiler or contextlib.nullcontext():
         first, generation = timed(lambda: run_ours(pipe, REFERENCE_PROMPT, size, scale.steps))
+    counted = compile_counters()
     second, _ = timed(lambda: run_ours(pipe, "a photo of a lake", size, scale.steps))
-    report = {"first_image_s": first, "second_image_s": second, "first_phases_s": generation.timings}
+    report = {"first_image_s": first, "second_image_s": second, "first_phases_s": generation.timings,
+              "first_image_compile_counters": {k: n - before.get(k, 0) for k, n in counted.items()
+                                               if n != before.get(k, 0)}}  # fmt: skip
     if profiler is not None:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.profile)
@@ -190,6 +194,14 @@ def two_images(pipe: WanT2IPipeline, args: argparse.Namespace, scale: Any, size:
         report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
                    "preloaded": getattr(ahead, "preloaded", None)}  # fmt: skip
     return report
+
+
+def compile_counters() -> dict[str, int]:
+    """PyTorch's compile counters (`torch._dynamo.utils.counters`: Dynamo's graphs, Inductor's and AOTAutograd's
+    cache hits and misses, ...) as "group/name" -> count: their change over a first image shows what it compiled."""
+    counters = torch._dynamo.utils.counters
+    return {f"{group}/{name}": int(n) for group, names in counters.items() for name, n in names.items()
+            if isinstance(n, int)}  # fmt: skip
 
 
 def save_random_model(model: str, scale: Any, folder: Path) -> None:

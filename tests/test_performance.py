@@ -424,6 +424,22 @@ def test_pair_floor_counts_the_forwards_the_pair_really_runs():
     assert loop_floor(items, "s", [4]) == 2.0 and loop_floor(items, "s", [8]) is None
 
 
+def test_a_restart_row_says_beyond_the_weights_and_what_its_first_image_compiled():
+    from benchmarks.gpu_report import other_row
+
+    value = {"beyond_weights_s": 2.19, "from_pretrained_s": 13.91, "weights_s": 13.87, "evicted_bytes": 14.7e9,
+             "first_image_s": 2.14, "second_image_s": 0.81, "import_s": 17.7, "kind": "PrecompiledBlocks",
+             "packages_built": 0, "packages_loaded": 1, "preloaded": 1,
+             "first_phases_s": {"encode": 0.72, "denoise": 1.23, "decode": 0.19, "total": 2.14},
+             "first_image_compile_counters": {"inductor/fxgraph_cache_hit": 1}}  # fmt: skip
+    row = other_row({"ttfi_disk_second/1.3b@480x832": value}, "ttfi_disk_second/1.3b@480x832", value)
+    assert "**2.19 s beyond loading the weights**" in row and "encode 0.72, denoise 1.23, decode 0.19" in row
+    assert "compiled during the first image: inductor/fxgraph_cache_hit 1" in row
+    del value["first_image_compile_counters"]  # an older record's row says nothing of it
+    key = "ttfi_disk_second/1.3b@480x832"
+    assert "compiled during" not in other_row({key: value}, key, value)
+
+
 @pytest.mark.slow
 def test_smoke_benchmark_end_to_end(tmp_path):
     """The whole GPU benchmark on tiny models on the CPU, compile and the fresh-process run included (1-6 min): every
@@ -443,6 +459,8 @@ def test_smoke_benchmark_end_to_end(tmp_path):
     for key in ("1.3b@64x64/ours", "1.3b@64x64/pair", "14b@64x64/ours", "14b@64x64/floor_b4"):
         assert results["items"][key]["median_s"] > 0
     assert results["items"]["ttfi/1.3b@64x64"]["first_image_s"] > 0
+    # What the first image compiled, by PyTorch's own counters: torch.compile's start traced its block there.
+    assert results["items"]["ttfi/1.3b@64x64"]["first_image_compile_counters"].get("stats/unique_graphs", 0) >= 1
     restart = results["items"]["ttfi_aot_second/1.3b@64x64"]  # loads what the first start compiled, builds nothing
     assert (restart["packages_built"], restart["packages_loaded"]) == (0, 1)
     assert restart["first_phases_s"]["denoise"] > 0
