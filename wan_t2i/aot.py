@@ -308,7 +308,7 @@ class PrecompiledBlocks:
 
     def __init__(self, transformer: torch.nn.Module, cache: str | os.PathLike, options: dict | None = None):
         self.transformer, self.cache = transformer, Path(cache)
-        self.options = dict(options or {})  # Inductor options the blocks are compiled with (a part of each fingerprint)
+        self.options = options  # Inductor options the blocks are compiled with (a part of each fingerprint)
         for block in repeated_blocks(transformer):
             make_serialisable(block)
         # block_inputs -> loaded function, or None where the build failed: a block call hashes no fingerprint
@@ -328,7 +328,7 @@ class PrecompiledBlocks:
             return self.functions[inputs]
         with self._lock:
             if inputs not in self.functions:
-                facts = block_fingerprint(self.transformer, block, args, kwargs) | self._options_fact()
+                facts = block_fingerprint(self.transformer, block, args, kwargs, self.options)
                 self.functions[inputs] = self._load_or_build(key_of(facts), facts, block, args, kwargs)
             return self.functions[inputs]
 
@@ -354,10 +354,6 @@ class PrecompiledBlocks:
             return None
         self.built += 1
         return function
-
-    def _options_fact(self) -> dict:
-        """The Inductor options as a fingerprint keeps them: only where given, so blocks built without stay found."""
-        return {"inductor_options": json.loads(json.dumps(self.options, sort_keys=True))} if self.options else {}
 
 
 def read_block(folder: Path, facts: dict) -> Any:
@@ -451,15 +447,20 @@ def block_inputs(args: tuple, kwargs: dict) -> tuple:
             tuple(int(b) for b in order))  # fmt: skip
 
 
-def block_fingerprint(transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict) -> dict:
+def block_fingerprint(
+    transformer: torch.nn.Module, block: torch.nn.Module, args: tuple, kwargs: dict, options: dict | None = None
+) -> dict:
     """What a compiled block is built for: `model_facts`, the block's class, its weights' kinds (`weight_kinds`: bf16,
-    or quantised to fp8 and how) and `block_inputs`, as JSON values."""
+    or quantised to fp8 and how), `block_inputs` and the Inductor `options` it is compiled with (only where there are
+    any, so that blocks built without stay found), as JSON values."""
     tensor = next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
     facts = model_facts(transformer, tensor.device)
     arguments, keywords, grad, inference, tf32, order = block_inputs(args, kwargs)
     facts |= {"kind": "block", "block": type(block).__name__, "weights": weight_kinds(block), "args": arguments,
               "kwargs": dict(keywords), "grad": grad, "inference_mode": inference, "tf32": tf32,
               "attention_order": order}  # fmt: skip
+    if options:
+        facts["inductor_options"] = dict(sorted(options.items()))
     return json.loads(json.dumps(facts))  # tuples as lists: as read back from fingerprint.json
 
 
@@ -525,7 +526,7 @@ def build_block(
     # The block's stand-in forward leads to this cache's lock, which the saved guards could not hold: set aside.
     stand_in = block.__dict__.pop("forward", None)
     try:
-        compile = torch.compile(type(block).forward, fullgraph=True, dynamic=False, options=options or None)
+        compile = torch.compile(type(block).forward, fullgraph=True, dynamic=False, options=options)
         compiled = compile.aot_compile(((block, *args), kwargs))
     finally:
         if stand_in is not None:
