@@ -116,6 +116,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-dump", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--fp8", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-folder", default=None, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)

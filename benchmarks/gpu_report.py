@@ -316,7 +316,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         start = {
             "first": "first start, empty cache folder",
             "second": "second start, new process",
-            "profiled": "another second start, its first image under cProfile (slower)",
+            "profiled": "another second start, the blocks not read ahead, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
         phases = phases_text(value)
         gigabytes = fmt(value.get("evicted_bytes", 0) / 1e9, ".1f")
@@ -327,7 +327,9 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"cache; first image {cell(items, key, 'first_image_s', '.2f')} s: {phases or '-'}; next image "
             f"{cell(items, key, 'second_image_s', '.2f')} s; import {cell(items, key, 'import_s', '.1f')} s; "
             f"{value.get('kind')} built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}, read "
-            f"ahead {value.get('preloaded')}{counters_text(value)}) |"
+            f"ahead {value.get('preloaded')}; reading them {fmt(value.get('read_block_s'), '.2f')} s, the first "
+            f"image's wait for them {fmt(value.get('preload_wait_s'), '.2f')} s; files added to the cache "
+            f"{len(value.get('cache_files_added', []))}{counters_text(value)}) |"
         )
     if key.startswith("ttfi/"):
         return (

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest.mock
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -68,8 +69,9 @@ def bench_ttfi(bench: Bench) -> None:
                 for start in ("first", "second", "profiled") if profile else ("first", "second"):
                     bench.item(
                         "ttfi", f"ttfi_disk_{start}/{case}",
-                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"):
-                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d),
+                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), n=case:
+                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d,
+                                      dump=bench.record / f"profile-disk-{n.replace('@', '-')}.pstats" if p else None),
                     )  # fmt: skip
 
 
@@ -82,11 +84,13 @@ def ttfi_in_child(
     *,
     fp8: bool = False,
     model_folder: str | None = None,
+    dump: Path | None = None,
 ) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
-    the first image under cProfile, its `profile` costliest functions in the report, the compiled blocks read when
-    first needed (not ahead, in a thread cProfile does not see); with `model_folder`, `child_from_disk`."""
+    the first image under cProfile, its `profile` costliest functions in the report (and all of them in `dump`, a
+    pstats file), the compiled blocks read when first needed (not ahead, in a thread cProfile does not see); with
+    `model_folder`, `child_from_disk`."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -94,8 +98,8 @@ def ttfi_in_child(
     command += ["--attention", attention] + ([] if settings.compile else ["--no-compile"])
     command += ["--smoke"] if bench.smoke else []
     command += ["--compile-cache", compile_cache] if compile_cache else []
-    # the reading itself profiled, except from disk, where it is read ahead as from_pretrained does
-    command += ["--profile", str(profile)] + ([] if model_folder else ["--no-preload"]) if profile else []
+    command += ["--profile", str(profile), "--no-preload"] if profile else []  # the reading itself profiled
+    command += ["--profile-dump", str(dump)] if profile and dump else []
     command += ["--fp8"] if fp8 else []
     command += ["--model-folder", model_folder] if model_folder else []
     left = bench.budget_s - bench.elapsed()
@@ -155,10 +159,17 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
     if not (folder / "model_index.json").exists():
         saved, _ = timed(lambda: save_random_model(model, scale, folder))
     evicted = evict(folder) + evict(Path(args.compile_cache))
+    files = cache_files(Path(args.compile_cache))
     spent: dict[str, float] = {}
     with (
         timing(wan_t2i.pipeline, "load_components", "weights_s", spent),
         timing(wan_t2i.pipeline, "apply", "apply_s", spent),
+        # reading the compiled blocks (in preload's thread, or in the first forward) and the first forward's wait
+        # for a block read ahead: no sync, as the reading runs beside the weights' loading
+        timing(wan_t2i.aot, "read_block", "read_block_s", spent, sync_after=False),
+        timing(wan_t2i.aot, "preloaded_block", "preload_wait_s", spent, sync_after=False),
+        # with --no-preload (the profiled start) nothing is read ahead: the reading shows in the first image's profile
+        unittest.mock.patch.object(wan_t2i.aot, "preload", no_preload) if args.no_preload else contextlib.nullcontext(),
     ):
         loading, pipe = timed(
             lambda: WanT2IPipeline.from_pretrained(
@@ -166,9 +177,13 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
                 compile_cache=args.compile_cache,
             )
         )  # fmt: skip
-    report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading,
-              **spent} | two_images(pipe, args, scale, size)  # fmt: skip
+        report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading}
+        report |= two_images(pipe, args, scale, size)
+    report |= spent
     report["beyond_weights_s"] = loading - spent["weights_s"] + report["first_image_s"]
+    # files the start added to the compile cache: a restart that compiles nothing adds none (kernels compiled again
+    # would show here, in inductor/ and inductor/triton/)
+    report["cache_files_added"] = sorted(str(p) for p in cache_files(Path(args.compile_cache)) - files)[:50]
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
 
 
@@ -186,9 +201,12 @@ def two_images(pipe: WanT2IPipeline, args: argparse.Namespace, scale: Any, size:
               "first_image_compile_counters": {k: n - before.get(k, 0) for k, n in counted.items()
                                                if n != before.get(k, 0)}}  # fmt: skip
     if profiler is not None:
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.profile)
-        report["profile"] = text.getvalue().splitlines()[-args.profile - 2 :]
+        for key, order in (("profile", "cumulative"), ("profile_tottime", "tottime")):
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(args.profile)
+            report[key] = text.getvalue().splitlines()[-args.profile - 2 :]
+        if args.profile_dump:
+            profiler.dump_stats(args.profile_dump)  # all of it, for pstats (the record keeps the file)
     if args.compile_cache:
         ahead = wan_t2i.aot.ahead_of(pipe.components.transformer)
         report |= {"packages_built": ahead.built, "packages_loaded": ahead.loaded, "kind": type(ahead).__name__,
@@ -216,6 +234,16 @@ def save_random_model(model: str, scale: Any, folder: Path) -> None:
         torch.cuda.empty_cache()
 
 
+def no_preload(*_: Any) -> list:
+    """`wan_t2i.aot.preload` where nothing is to be read ahead."""
+    return []
+
+
+def cache_files(folder: Path) -> set[Path]:
+    """The files under a compile cache `folder`, relative to it."""
+    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+
+
 def evict(folder: Path) -> int:
     """Drop `folder`'s files from the page cache (POSIX_FADV_DONTNEED; written pages are synced first), so that the
     next read comes from the disk; returns the bytes of the files."""
@@ -230,8 +258,9 @@ def evict(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def timing(module: Any, name: str, key: str, spent: dict[str, float]) -> Iterator[None]:
-    """Add the time spent in `module.name` to `spent[key]` while inside (the function is wrapped, then restored)."""
+def timing(module: Any, name: str, key: str, spent: dict[str, float], sync_after: bool = True) -> Iterator[None]:
+    """Add the time spent in `module.name` to `spent[key]` while inside (the function is wrapped, then restored);
+    with `sync_after`, up to the device's work done."""
     original = getattr(module, name)
 
     def timed_call(*args: Any, **kwargs: Any) -> Any:
@@ -239,7 +268,8 @@ def timing(module: Any, name: str, key: str, spent: dict[str, float]) -> Iterato
         try:
             return original(*args, **kwargs)
         finally:
-            sync()
+            if sync_after:
+                sync()
             spent[key] = spent.get(key, 0.0) + time.time() - start
 
     setattr(module, name, timed_call)

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.machinery
 import json
 import math
+import pstats
 import re
 import subprocess
 import sys
@@ -431,9 +432,11 @@ def test_a_restart_row_says_beyond_the_weights_and_what_its_first_image_compiled
              "first_image_s": 2.14, "second_image_s": 0.81, "import_s": 17.7, "kind": "PrecompiledBlocks",
              "packages_built": 0, "packages_loaded": 1, "preloaded": 1,
              "first_phases_s": {"encode": 0.72, "denoise": 1.23, "decode": 0.19, "total": 2.14},
-             "first_image_compile_counters": {"inductor/fxgraph_cache_hit": 1}}  # fmt: skip
+             "first_image_compile_counters": {"inductor/fxgraph_cache_hit": 1}, "read_block_s": 3.91,
+             "preload_wait_s": 0.02, "cache_files_added": ["inductor/a.py", "inductor/b.best_config"]}  # fmt: skip
     row = other_row({"ttfi_disk_second/1.3b@480x832": value}, "ttfi_disk_second/1.3b@480x832", value)
     assert "**2.19 s beyond loading the weights**" in row and "encode 0.72, denoise 1.23, decode 0.19" in row
+    assert "reading them 3.91 s, the first image's wait for them 0.02 s; files added to the cache 2" in row
     assert "compiled during the first image: inductor/fxgraph_cache_hit 1" in row
     del value["first_image_compile_counters"]  # an older record's row says nothing of it
     key = "ttfi_disk_second/1.3b@480x832"
@@ -533,3 +536,25 @@ def test_gpu_profile_splits_a_forward_by_kind_of_kernel(tmp_path):
     assert report["bf16"]["forward_s"] > 0
     split = {"forward_s": 1.0, "share": {"matmul": 0.8}}
     assert math.isclose(gpu_profile.bound(split, 2.0), 0.6)  # the rest (0.2) stays, the matmuls (0.8) halve
+
+
+@pytest.mark.slow
+def test_smoke_restarts_from_disk_say_what_they_read_and_added(tmp_path):
+    """The ttfi section's starts from disk (--ttfi-disk) on tiny models on the CPU (about 90 s): the first start fills
+    the compile cache, the second adds nothing to it and builds nothing, and the profiled one (nothing read ahead)
+    leaves its whole profile in the record as a pstats file, with the costliest functions by both orders."""
+    record = tmp_path / "record"
+    command = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "ttfi", "--ttfi-disk",
+               "--ttfi-profile", "5", "--skip", "ttfi,ttfi_aot_first,ttfi_aot_second,ttfi_aot_profiled",
+               "--record", str(record)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    items = json.loads((record / "results.json").read_text())["items"]
+    first, second = items["ttfi_disk_first/1.3b@64x64"], items["ttfi_disk_second/1.3b@64x64"]
+    profiled = items["ttfi_disk_profiled/1.3b@64x64"]
+    assert first["cache_files_added"] and (first["packages_built"], first["packages_loaded"]) == (1, 0)
+    assert second["cache_files_added"] == [] and (second["packages_built"], second["packages_loaded"]) == (0, 1)
+    assert second["weights_s"] > 0 and second["beyond_weights_s"] >= second["first_image_s"]
+    assert len(profiled["profile"]) == len(profiled["profile_tottime"]) == 7
+    stats = pstats.Stats(str(record / "profile-disk-1.3b-64x64.pstats"))
+    assert any(name == "generate" for _, _, name in stats.stats)  # the first image, whole
