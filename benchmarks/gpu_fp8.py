@@ -161,7 +161,7 @@ def quantize_text_encoder_int8(pipe: WanT2IPipeline) -> dict:
     pipe._text_cache.clear()
     before = [pipe.encode_prompt(p).float() for p in prompts]
     gb_before = allocated_gb()
-    seconds, _ = timed(lambda: quantize_(pipe.components.text_encoder, Int8WeightOnlyConfig()))
+    seconds, _ = timed(lambda: quantize_(pipe.components.text_encoder, Int8WeightOnlyConfig(set_inductor_config=False)))
     pipe._text_cache.clear()
     encode_s, _ = timed(lambda: pipe.encode_prompt(prompts[0]))
     pipe._text_cache.clear()
