@@ -66,12 +66,12 @@ def bench_ttfi(bench: Bench) -> None:
                 )  # fmt: skip
             if meta.get("ttfi_disk"):
                 cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
+                dump = bench.record / f"profile-disk-{case.replace('@', '-').replace('+', '-')}.pstats"
                 for start in ("first", "second", "profiled") if profile else ("first", "second"):
                     bench.item(
                         "ttfi", f"ttfi_disk_{start}/{case}",
-                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), n=case:
-                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d,
-                                      dump=bench.record / f"profile-disk-{n.replace('@', '-')}.pstats" if p else None),
+                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), w=dump:
+                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d, dump=w if p else None),
                     )  # fmt: skip
 
 

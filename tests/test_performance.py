@@ -514,6 +514,26 @@ def test_fp8_scales_are_row_or_tensor():
         performance.quantize_blocks_fp8(torch.nn.Linear(16, 16), scales="column")
 
 
+def test_fp8_quantisation_leaves_inductors_settings_alone(monkeypatch):
+    """torchao's configs turn on Inductor's coordinate-descent tuning for the whole process unless told not to; under
+    the fp8 preset that re-tuned every fp8 kernel at each start (115 s of a compile-cache restart's first image on an
+    H100; 2.8 s once left off, benchmarks/records/2026-12-07-h100-fp8-restart). Here on the CPU, torchao's hardware
+    check waived as in test_aot: the blocks are quantised and no Inductor setting has changed."""
+    torchao_float8 = pytest.importorskip("torchao.float8.inference")
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(torchao_float8, "_check_hardware_support", lambda *a, **k: None)
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *a, **k: None)
+    transformer = tiny_transformer().to(torch.bfloat16)
+    watched = ("coordinate_descent_tuning", "coordinate_descent_check_all_directions", "force_fuse_int_mm_with_mul")
+    with torch._inductor.config.patch(dict.fromkeys(watched, False)):
+        before = torch._inductor.config.save_config_portable()
+        performance.quantize_blocks_fp8(transformer)
+        assert performance.is_quantized(transformer)
+        changed = {k for k, v in torch._inductor.config.save_config_portable().items() if before.get(k) != v}
+        assert changed == set(), changed
+
+
 def test_gpu_profile_splits_a_forward_by_kind_of_kernel(tmp_path):
     """The profile behind the fp8 bound, on the CPU (aten ops in place of kernels): every kind found where it is."""
     from benchmarks import gpu_profile

@@ -11,7 +11,14 @@ from wan_t2i.loading import load_components
 from wan_t2i.performance import PerformanceSettings, apply
 from wan_t2i.pipeline import WanT2IPipeline
 from wan_t2i.single_frame import is_flat
-from wan_t2i.text_graphs import GraphedForward, graph_text_encoder, is_graphed, ungraph_text_encoder
+from wan_t2i.text_graphs import (
+    GraphedForward,
+    graph_text_encoder,
+    is_graphed,
+    slots_of,
+    ungraph_text_encoder,
+    weights_key,
+)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="records CUDA graphs")
 PROMPTS = ("a lake at sunset", "a red fox in the snow under a pale winter sky, oil painting, highly detailed " * 6)
@@ -90,3 +97,54 @@ def test_stock_with_the_same_knobs_runs_without_this_projects_own(tiny_wan_dir):
     with diffusers_knobs_only(components):
         assert not is_graphed(components.text_encoder) and not is_flat(components.vae)
     assert components.text_encoder.forward is graphed and is_flat(components.vae)  # the same graphs, put back
+
+
+@torch.no_grad()
+def test_the_weights_key_tells_replaced_and_moved_weights_from_ones_changed_in_place(tiny_wan_dir):
+    """What the graphs check before each replay (a graph reads the weights where they lay when it was recorded):
+    replacing a weight, swapping a layer, casting the module or quantising it with torchao changes the key; a weight
+    changed in place does not (the graphs read its new values)."""
+    encoder = load_components(teacher_path=tiny_wan_dir, device="cpu").text_encoder
+    slots = slots_of(encoder)
+    key = weights_key(slots)
+    assert weights_key(slots) == key
+    layer = encoder.encoder.block[0].layer[0].SelfAttention
+    layer.q.weight.mul_(2)  # in place: same tensor, same storage
+    assert weights_key(slots) == key
+    layer.q.weight = torch.nn.Parameter(layer.q.weight.clone())  # replaced
+    assert weights_key(slots) != key
+    key = weights_key(slots)
+    layer.k = torch.nn.Linear(layer.k.in_features, layer.k.out_features, bias=False)  # a layer swapped
+    assert weights_key(slots) != key
+    slots = slots_of(encoder)
+    key = weights_key(slots)
+    encoder.to(torch.bfloat16)  # moved: the same Parameters, new storage
+    assert weights_key(slots) != key
+    torchao = pytest.importorskip("torchao.quantization")
+    slots = slots_of(encoder)
+    key = weights_key(slots)
+    torchao.quantize_(encoder, torchao.Int8WeightOnlyConfig(set_inductor_config=False))
+    assert weights_key(slots) != key
+
+
+@needs_cuda
+@torch.inference_mode()
+def test_graphs_recorded_before_the_weights_were_replaced_are_dropped(tiny_wan_dir):
+    """A graph replayed after its weights were replaced would read freed memory (an illegal memory access on an H100
+    once the encoder was quantised after its graphs were recorded): the encoder records anew and gives what the
+    changed encoder gives eagerly."""
+    encoder = load_components(teacher_path=tiny_wan_dir, device="cuda").text_encoder
+    graph_text_encoder(encoder)
+    ids, mask = torch.full((1, 64), 3, device="cuda"), torch.ones(1, 64, dtype=torch.long, device="cuda")
+    for _ in range(3):  # eager, recorded, replayed
+        encoder(ids, mask)
+    assert len(encoder.forward.graphs) == 1
+    layer = encoder.encoder.block[0].layer[0].SelfAttention
+    layer.q.weight = torch.nn.Parameter(layer.q.weight * 2)
+    changed = encoder(ids, mask).last_hidden_state  # the shape's first call again: eager
+    assert encoder.forward.graphs == {}
+    expected = type(encoder).forward(encoder, ids, mask).last_hidden_state
+    assert torch.equal(changed, expected)
+    for _ in range(2):  # recorded and replayed on the new weights
+        assert torch.equal(encoder(ids, mask).last_hidden_state, expected)
+    assert len(encoder.forward.graphs) == 1

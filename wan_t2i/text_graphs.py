@@ -14,6 +14,13 @@ length exactly has an all-ones mask, which transformers' eager forward drops (ch
 cannot), free to pick another attention kernel, while the graph keeps the mask. Where a recording fails (a PyTorch
 or transformers version whose forward synchronises with the CPU), that shape stays eager, with a warning, and the image
 is unchanged.
+
+A graph reads the weights at the addresses they had when it was recorded. Weights replaced since (a layer quantised,
+the module moved) would be read from freed memory: an illegal memory access on an H100, in a benchmark that quantised
+the encoder after its graphs were recorded (benchmarks/records/2026-12-07-h100-fp8-restart). So each call compares the
+module's weights (which tensors, at which addresses) with those the graphs were recorded on, and drops the graphs where
+they differ; each shape is then recorded again as at first. Weights changed in place (`copy_`, load_state_dict) keep
+their addresses, and the graphs read the new values.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ class GraphedForward:
         self.graphs: dict[tuple, tuple | None] = {}  # shape key -> (graph, static inputs, output); None: stays eager
         self.calls: dict[tuple, int] = {}  # shape key -> its calls before it was recorded
         self.lock = threading.Lock()  # graphs replay into fixed buffers: one call at a time
+        self.module = getattr(forward, "__self__", None)
+        self.slots = slots_of(self.module)
+        self.recorded_on = weights_key(self.slots)  # the weights the graphs in `graphs` read
 
     def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs):
         graphable = (
@@ -60,6 +70,11 @@ class GraphedForward:
             torch.is_inference_mode_enabled(),
         )  # fmt: skip
         with self.lock:
+            if weights_key(self.slots) != self.recorded_on:  # replaced or moved: the graphs would read freed memory
+                self.graphs.clear()
+                self.calls.clear()
+                self.slots = slots_of(self.module)
+                self.recorded_on = weights_key(self.slots)
             if key not in self.graphs:
                 self.calls[key] = self.calls.get(key, 0) + 1
                 if self.calls[key] < RECORD_AT_CALL:
@@ -96,6 +111,21 @@ class GraphedForward:
             torch.cuda.synchronize(input_ids.device)
             return None
         return graph, (static_ids, static_mask), output
+
+
+def slots_of(module: torch.nn.Module | None) -> list[dict]:
+    """Where `module` and its submodules hold their submodules, parameters and buffers (their dicts, listed once)."""
+    if not isinstance(module, torch.nn.Module):
+        return []
+    return [d for m in module.modules() for d in (m._modules, m._parameters, m._buffers)]
+
+
+def weights_key(slots: list[dict]) -> list:
+    """What the `slots_of` a module hold and where their plain tensors' data lies: it changes when a weight or a layer
+    is replaced (quantised) or moved, not when a weight is changed in place. A tensor subclass without storage of its
+    own (torchao's) is known by its identity alone. About 0.15 ms for UMT5's 24 layers on a slow CPU."""
+    values = [v for slot in slots for v in slot.values()]
+    return [*map(id, values), *(v.data_ptr() for v in values if type(v) in (torch.Tensor, torch.nn.Parameter))]
 
 
 def graph_text_encoder(text_encoder: torch.nn.Module) -> None:
