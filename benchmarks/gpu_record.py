@@ -176,11 +176,14 @@ class Bench:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    def reserve_after(self, section: str) -> float:
+        """The seconds kept for the sections after `section` (their `reserve_s`)."""
+        later = self.sections[self.sections.index(section) + 1 :] if section in self.sections else []
+        return sum(self.scale.reserve_s.get(name, 0.0) for name in later)
+
     def allows(self, section: str, need_s: float = 0.0) -> bool:
         """Whether `need_s` more seconds fit before this section's deadline (the budget less later reserves)."""
-        later = self.sections[self.sections.index(section) + 1 :] if section in self.sections else []
-        reserve = sum(self.scale.reserve_s.get(name, 0.0) for name in later)
-        return self.elapsed() + need_s < self.budget_s - reserve
+        return self.elapsed() + need_s < self.budget_s - self.reserve_after(section)
 
     def item(self, section: str, key: str, fn: Callable[[], dict], need_s: float = 0.0) -> dict | None:
         """Run one measurement, record it (or its error: OOM included), save; skip it if the budget is spent."""
@@ -189,7 +192,10 @@ class Bench:
             self.results["skipped"].append(key)
             return None
         if not self.allows(section, need_s):
-            log(f"skip {key}: {self.elapsed():.0f} s of {self.budget_s:.0f} s used, {need_s:.0f} s needed")
+            log(
+                f"skip {key}: {self.elapsed():.0f} s of {self.budget_s:.0f} s used, {need_s:.0f} s needed, "
+                f"{self.reserve_after(section):.0f} s kept for the later sections"
+            )
             self.results["skipped"].append(key)
             self.save()
             return None
