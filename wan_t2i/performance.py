@@ -394,7 +394,8 @@ def quantize_blocks_fp8(transformer: torch.nn.Module, scales: str = "row") -> No
 
     # set_inductor_config=False: torchao would otherwise turn on Inductor's coordinate-descent tuning for the whole
     # process, which re-tuned every fp8 kernel at each start (115 s of a compile-cache restart's first image on an
-    # H100, benchmarks/records/2026-12-07-h100-fp8-restart) and was measured to buy nothing here (5.27 s against 5.29 s)
+    # H100, benchmarks/records/2026-12-07-h100-fp8-restart) and bought nothing measurable: the 14B image at 1024x1024
+    # 0.673x stock with the same knobs without it, 0.68x with it (H100, across runs)
     granularity = PerRow() if scales == "row" else PerTensor()
     config = Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
     for block in repeated_blocks(transformer):
