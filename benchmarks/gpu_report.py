@@ -319,13 +319,16 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             "profiled": "another second start, the blocks not read ahead, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
         phases = phases_text(value)
+        following = phases_text(value, "second_phases_s")
+        next_phases = f": {following}" if following else ""
         gigabytes = fmt(value.get("evicted_bytes", 0) / 1e9, ".1f")
         return (
             f"| {key} (weights from disk, compile_cache: {start}) | **{cell(items, key, 'beyond_weights_s', '.2f')} "
             f"s beyond loading the weights** (from_pretrained {cell(items, key, 'from_pretrained_s', '.2f')} s, of "
             f"which the weights {cell(items, key, 'weights_s', '.2f')} s from {gigabytes} GB of files out of the page "
             f"cache; first image {cell(items, key, 'first_image_s', '.2f')} s: {phases or '-'}; next image "
-            f"{cell(items, key, 'second_image_s', '.2f')} s; import {cell(items, key, 'import_s', '.1f')} s; "
+            f"{cell(items, key, 'second_image_s', '.2f')} s{next_phases}; import "
+            f"{cell(items, key, 'import_s', '.1f')} s; "
             f"{value.get('kind')} built / loaded {value.get('packages_built')} / {value.get('packages_loaded')}, read "
             f"ahead {value.get('preloaded')}; reading them {fmt(value.get('read_block_s'), '.2f')} s, the first "
             f"image's wait for them {fmt(value.get('preload_wait_s'), '.2f')} s; files added to the cache "
@@ -419,9 +422,10 @@ def target_lines(items: dict, ratios: dict) -> list[str]:
     return lines
 
 
-def phases_text(value: dict) -> str:
-    """A ttfi row's first image by phase ("encode 0.52, denoise 1.21, decode 0.21"), or "" for older records."""
-    phases = value.get("first_phases_s") or {}
+def phases_text(value: dict, key: str = "first_phases_s") -> str:
+    """A ttfi row's first image (or with `key`, another) by phase ("encode 0.52, denoise 1.21, decode 0.21"), or ""
+    for older records."""
+    phases = value.get(key) or {}
     return ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "total")
 
 

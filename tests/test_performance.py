@@ -432,11 +432,13 @@ def test_a_restart_row_says_beyond_the_weights_and_what_its_first_image_compiled
              "first_image_s": 2.14, "second_image_s": 0.81, "import_s": 17.7, "kind": "PrecompiledBlocks",
              "packages_built": 0, "packages_loaded": 1, "preloaded": 1,
              "first_phases_s": {"encode": 0.72, "denoise": 1.23, "decode": 0.19, "total": 2.14},
+             "second_phases_s": {"encode": 0.05, "denoise": 0.73, "decode": 0.03, "total": 0.81},
              "first_image_compile_counters": {"inductor/fxgraph_cache_hit": 1}, "read_block_s": 3.91,
              "preload_wait_s": 0.02, "cache_files_added": ["inductor/a.py", "inductor/b.best_config"]}  # fmt: skip
     row = other_row({"ttfi_disk_second/1.3b@480x832": value}, "ttfi_disk_second/1.3b@480x832", value)
     assert "**2.19 s beyond loading the weights**" in row and "encode 0.72, denoise 1.23, decode 0.19" in row
     assert "reading them 3.91 s, the first image's wait for them 0.02 s; files added to the cache 2" in row
+    assert "next image 0.81 s: encode 0.05, denoise 0.73, decode 0.03" in row
     assert "compiled during the first image: inductor/fxgraph_cache_hit 1" in row
     del value["first_image_compile_counters"]  # an older record's row says nothing of it
     key = "ttfi_disk_second/1.3b@480x832"
