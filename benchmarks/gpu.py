@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "that load the weights from disk with from_pretrained (the random model saved once, dropped "
                         "from the page cache), compile cache filled by the first: keys ttfi_disk_first and "
                         "ttfi_disk_second, with beyond_weights_s")  # fmt: skip
+    parser.add_argument("--ttfi-unwarmed", action="store_true", help="with --ttfi-disk: one more restart per case, "
+                        "from_pretrained's text-encoder warm-up off (key ttfi_disk_unwarmed): the A/B of that "
+                        "warm-up")  # fmt: skip
     parser.add_argument(
         "--ttfi-presets",
         default="fastest",
@@ -117,6 +120,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile-dump", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--fp8", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-folder", default=None, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
@@ -196,6 +200,7 @@ def start_bench(
         "ttfi_profile": args.ttfi_profile,
         "ttfi_presets": presets,
         "ttfi_disk": args.ttfi_disk,
+        "ttfi_unwarmed": args.ttfi_unwarmed,
     }
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 

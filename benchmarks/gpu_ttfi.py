@@ -67,11 +67,17 @@ def bench_ttfi(bench: Bench) -> None:
             if meta.get("ttfi_disk"):
                 cache = tempfile.mkdtemp(prefix="ttfi-compile-cache-")
                 dump = bench.record / f"profile-disk-{case.replace('@', '-').replace('+', '-')}.pstats"
-                for start in ("first", "second", "profiled") if profile else ("first", "second"):
+                starts = (
+                    ("first", "second")
+                    + ("unwarmed",) * bool(meta.get("ttfi_unwarmed"))
+                    + ("profiled",) * bool(profile)
+                )
+                for start in starts:
                     bench.item(
                         "ttfi", f"ttfi_disk_{start}/{case}",
-                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), w=dump:
-                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d, dump=w if p else None),
+                        lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), w=dump,
+                        u=start == "unwarmed":
+                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d, dump=w if p else None, unwarmed=u),
                     )  # fmt: skip
 
 
@@ -85,12 +91,13 @@ def ttfi_in_child(
     fp8: bool = False,
     model_folder: str | None = None,
     dump: Path | None = None,
+    unwarmed: bool = False,
 ) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
     the first image under cProfile, its `profile` costliest functions in the report (and all of them in `dump`, a
     pstats file), the compiled blocks read when first needed (not ahead, in a thread cProfile does not see); with
-    `model_folder`, `child_from_disk`."""
+    `model_folder`, `child_from_disk` (`unwarmed`: with from_pretrained's text-encoder warm-up off)."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -102,6 +109,7 @@ def ttfi_in_child(
     command += ["--profile-dump", str(dump)] if profile and dump else []
     command += ["--fp8"] if fp8 else []
     command += ["--model-folder", model_folder] if model_folder else []
+    command += ["--no-warm-up"] if unwarmed else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -148,7 +156,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
 
 def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tuple[int, int], imported: float) -> None:
     """A start as a server makes it: `WanT2IPipeline.from_pretrained` of a model folder on disk with the `fastest`
-    (or `fp8`) preset and `compile_cache`, then two images. The folder is the random model saved once (by the first
+    (or `fp8`) preset and `compile_cache` (its text-encoder warm-up on, unless --no-warm-up), then two images. The
+    folder is the random model saved once (by the first
     start that finds it empty, before its clock starts); the model's and the compile cache's files are dropped from
     the page cache before loading (`evict`), so the weights and blocks are read from the disk as on a new machine.
     `weights_s` is `load_components`' part of `from_pretrained_s`, `apply_s` the preset's;
@@ -168,13 +177,15 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
         # for a block read ahead: no sync, as the reading runs beside the weights' loading
         timing(wan_t2i.aot, "read_block", "read_block_s", spent, sync_after=False),
         timing(wan_t2i.aot, "preloaded_block", "preload_wait_s", spent, sync_after=False),
+        # the text encoder's warm-up, in a thread of its own beside the transformers' loading
+        timing(wan_t2i.pipeline, "warm_text_encoder", "warm_up_s", spent, sync_after=False),
         # with --no-preload (the profiled start) nothing is read ahead: the reading shows in the first image's profile
         unittest.mock.patch.object(wan_t2i.aot, "preload", no_preload) if args.no_preload else contextlib.nullcontext(),
     ):
         loading, pipe = timed(
             lambda: WanT2IPipeline.from_pretrained(
                 teacher_path=folder, device=scale.device, performance="fp8" if args.fp8 else "fastest",
-                compile_cache=args.compile_cache,
+                compile_cache=args.compile_cache, warm_up=not args.no_warm_up,
             )
         )  # fmt: skip
         report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading}

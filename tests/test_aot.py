@@ -110,9 +110,11 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="give --device or --devices, not both"):
         pipeline_options(parse_args(["--devices", "cuda:0,cuda:1", "--device", "cuda"]))
     assert pipeline_options(parse_args(["--performance", "fastest"]))["compile_cache"] is None  # not a Space
+    assert "warm_up" not in pipeline_options(parse_args([]))  # from_pretrained's default: the encoder warmed
     on_a_space(monkeypatch, None)  # a spaces without ZeroGPU's AoT: stays eager
     options = pipeline_options(parse_args(["--performance", "fastest"]))
     assert options["compile_cache"] is None
+    assert options["warm_up"] is False  # the server process has no GPU there: nothing to warm
     no_compile = PerformanceSettings(vae_dtype=torch.bfloat16, tf32=True, vae_2d=True)  # nor graphs, per fork
     assert options["performance"] == no_compile
     assert pipeline_options(parse_args([]))["performance"] == "default"

@@ -163,3 +163,31 @@ def test_invalid_model_index_or_defaults_file_is_named(tiny_wan_dir, tmp_path, n
     with pytest.raises(ModelLoadError, match=rf"^{broken}/{message}") as error:
         load_components(teacher_path=broken, device="cpu")
     assert "\n" not in str(error.value)
+
+
+def test_the_encoders_are_handed_over_before_any_transformer_loads(tiny_wan_dir, tiny_a14b_dir, tmp_path, monkeypatch):
+    """`on_encoders` (where from_pretrained starts the text encoder's warm-up) gets the frozen text encoder, where it
+    stays, and the tokenizer, once, before a transformer loads: a teacher's own, both experts, or a student."""
+    from wan_t2i import loading
+
+    events = []
+    load_transformer = loading.load_transformer
+    monkeypatch.setattr(
+        loading, "load_transformer", lambda *a, **k: events.append("transformer") or load_transformer(*a, **k)
+    )
+
+    def on_encoders(text_encoder, tokenizer):
+        assert not text_encoder.training and not any(p.requires_grad for p in text_encoder.parameters())
+        events.append(("encoders", text_encoder, tokenizer))
+
+    student = tmp_path / "student"
+    tiny_transformer(seed=42).save_pretrained(student)
+    for model_path, teacher_path, transformers in (
+        (None, tiny_wan_dir, 1),
+        (None, tiny_a14b_dir, 2),
+        (student, tiny_wan_dir, 1),
+    ):
+        events.clear()
+        c = load_components(model_path, teacher_path, device="cpu", on_encoders=on_encoders)
+        assert [e if isinstance(e, str) else e[0] for e in events] == ["encoders"] + ["transformer"] * transformers
+        assert events[0][1] is c.text_encoder and events[0][2] is c.tokenizer

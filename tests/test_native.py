@@ -430,3 +430,18 @@ def test_a_pickle_that_runs_code_is_refused_without_suggesting_weights_only_fals
     assert "(io.open)" in message  # what it asked to run
     assert "weights_only" not in message and "\n" not in message and error.value.__cause__ is None
     assert not marker.exists()
+
+
+def test_native_encoders_are_handed_over_before_the_experts_load(parts: SimpleNamespace, monkeypatch) -> None:
+    """The native layout's `on_encoders` comes before its transformers load, as the Diffusers layout's does."""
+    from wan_t2i import native
+
+    events = []
+    load = native.load_native_transformer
+    monkeypatch.setattr(
+        native, "load_native_transformer", lambda *a, **k: events.append("transformer") or load(*a, **k)
+    )
+    from wan_t2i.loading import load_components
+
+    c = load_components(teacher_path=parts.a14b, device="cpu", on_encoders=lambda t, k: events.append((t, k)))
+    assert events[1:] == ["transformer", "transformer"] and events[0] == (c.text_encoder, c.tokenizer)

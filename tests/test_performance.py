@@ -434,11 +434,13 @@ def test_a_restart_row_says_beyond_the_weights_and_what_its_first_image_compiled
              "first_phases_s": {"encode": 0.72, "denoise": 1.23, "decode": 0.19, "total": 2.14},
              "second_phases_s": {"encode": 0.05, "denoise": 0.73, "decode": 0.03, "total": 0.81},
              "first_image_compile_counters": {"inductor/fxgraph_cache_hit": 1}, "read_block_s": 3.91,
-             "preload_wait_s": 0.02, "cache_files_added": ["inductor/a.py", "inductor/b.best_config"]}  # fmt: skip
+             "preload_wait_s": 0.02, "cache_files_added": ["inductor/a.py", "inductor/b.best_config"],
+             "warm_up_s": 0.61}  # fmt: skip
     row = other_row({"ttfi_disk_second/1.3b@480x832": value}, "ttfi_disk_second/1.3b@480x832", value)
     assert "**2.19 s beyond loading the weights**" in row and "encode 0.72, denoise 1.23, decode 0.19" in row
     assert "reading them 3.91 s, the first image's wait for them 0.02 s; files added to the cache 2" in row
     assert "next image 0.81 s: encode 0.05, denoise 0.73, decode 0.03" in row
+    assert "the text encoder's warm-up 0.61 s" in row
     assert "compiled during the first image: inductor/fxgraph_cache_hit 1" in row
     del value["first_image_compile_counters"]  # an older record's row says nothing of it
     key = "ttfi_disk_second/1.3b@480x832"
@@ -567,8 +569,8 @@ def test_smoke_restarts_from_disk_say_what_they_read_and_added(tmp_path):
     leaves its whole profile in the record as a pstats file, with the costliest functions by both orders."""
     record = tmp_path / "record"
     command = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "ttfi", "--ttfi-disk",
-               "--ttfi-profile", "5", "--skip", "ttfi,ttfi_aot_first,ttfi_aot_second,ttfi_aot_profiled",
-               "--record", str(record)]  # fmt: skip
+               "--ttfi-unwarmed", "--ttfi-profile", "5", "--skip",
+               "ttfi,ttfi_aot_first,ttfi_aot_second,ttfi_aot_profiled", "--record", str(record)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     items = json.loads((record / "results.json").read_text())["items"]
@@ -577,6 +579,8 @@ def test_smoke_restarts_from_disk_say_what_they_read_and_added(tmp_path):
     assert first["cache_files_added"] and (first["packages_built"], first["packages_loaded"]) == (1, 0)
     assert second["cache_files_added"] == [] and (second["packages_built"], second["packages_loaded"]) == (0, 1)
     assert second["weights_s"] > 0 and second["beyond_weights_s"] >= second["first_image_s"]
+    unwarmed = items["ttfi_disk_unwarmed/1.3b@64x64"]  # the warm-up's A/B start (no warm-up on the CPU either way)
+    assert (unwarmed["packages_built"], unwarmed["packages_loaded"]) == (0, 1) and "warm_up_s" not in unwarmed
     assert len(profiled["profile"]) == len(profiled["profile_tottime"]) == 7
     stats = pstats.Stats(str(record / "profile-disk-1.3b-64x64.pstats"))
     assert any(name == "generate" for _, _, name in stats.stats)  # the first image, whole

@@ -265,3 +265,47 @@ def test_a_request_is_validated_once_when_made_and_is_frozen(tiny_pipe):
         tiny_pipe.request("a lake", stpes=3)
     with pytest.raises(ValueError, match="height must be a multiple of 16"):  # the model's own rule, at generate
         tiny_pipe.generate(GenerationRequest("a lake", "", height=40, width=48, steps=1))
+
+
+@torch.inference_mode()
+def test_the_text_encoders_warm_up_changes_nothing_it_encodes(tiny_wan_dir):
+    """`warm_text_encoder` (run by from_pretrained on a GPU while the transformers load) encodes its prompts through
+    the pipeline's own path and leaves the encoder and what it encodes as they were."""
+    from wan_t2i.loading import load_components
+    from wan_t2i.pipeline import WARM_UP_PROMPTS, clean_prompt, encode_text, warm_text_encoder
+
+    pipe = WanT2IPipeline(load_components(teacher_path=tiny_wan_dir, device="cpu"))
+    encoder, tokenizer = pipe.components.text_encoder, pipe.components.tokenizer
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    expected = [pipe.encode_prompt(p) for p in WARM_UP_PROMPTS]
+    assert warm_text_encoder(encoder, tokenizer, pipe.device) > 0
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
+    for prompt, embedding in zip(WARM_UP_PROMPTS, expected, strict=True):
+        assert torch.equal(encode_text(encoder, tokenizer, clean_prompt(prompt), pipe.device), embedding)
+
+
+def test_a_failed_warm_up_is_logged_and_loading_goes_on(tiny_wan_dir, caplog):
+    """A warm-up that fails (here: a GPU asked of a CPU-only machine) logs a warning from its own thread, and the block
+    that started it ends normally; off a GPU, or when not enabled, no warm-up starts at all."""
+    from wan_t2i.loading import load_components
+    from wan_t2i.pipeline import text_encoder_warm_up
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA, where the warm-up on 'cuda' fails")
+    with text_encoder_warm_up(torch.device("cuda")) as on_encoders:
+        components = load_components(teacher_path=tiny_wan_dir, device="cpu", on_encoders=on_encoders)
+    assert "the text encoder's warm-up failed" in caplog.text
+    for device, enabled in ((torch.device("cpu"), True), (torch.device("cuda"), False)):
+        caplog.clear()
+        with text_encoder_warm_up(device, enabled=enabled) as on_encoders:
+            on_encoders(components.text_encoder, components.tokenizer)
+        assert caplog.text == ""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the warm-up runs on a GPU only")
+def test_a_warmed_up_start_renders_what_a_cold_one_does(tiny_wan_dir):
+    images = []
+    for warm_up in (True, False):
+        pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cuda", warm_up=warm_up)
+        images.append(np.asarray(pipe.generate("a lake", samplers=["flow_unipc"], seed=1).results["flow_unipc"].image))
+    assert np.array_equal(*images)

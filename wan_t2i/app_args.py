@@ -131,7 +131,8 @@ def pipeline_options(args: argparse.Namespace) -> dict:
     `fastest` is all of it but the compilation and the graphs (the bf16 VAE in 2D, TF32), with the transformers
     compiled ahead of time by ZeroGPU's own functions where its `spaces` has them (`wan_t2i.zerogpu.aoti`), into
     --compile_cache or `zerogpu.default_compile_cache()`, at the app's warm-up; `fp8`, which needs torch.compile,
-    is refused."""
+    is refused; and no text-encoder warm-up while loading (the server process never has the GPU: each request's
+    forked worker does)."""
     from wan_t2i import zerogpu
 
     options = dict(
@@ -143,6 +144,7 @@ def pipeline_options(args: argparse.Namespace) -> dict:
         options["devices"] = devices
         del options["device"]
     if zerogpu.on_zerogpu():
+        options["warm_up"] = False  # kernels loaded in this process would not be the workers'
         aoti = zerogpu.aoti()
         if options["compile_cache"] is not None and aoti is None:
             raise ValueError(

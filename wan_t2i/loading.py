@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -351,6 +353,7 @@ def load_components(
     vae_dtype: str | torch.dtype | None = None,
     with_teacher: bool = False,
     offload: bool = False,
+    on_encoders: Callable[[torch.nn.Module, Any], None] | None = None,
 ) -> WanComponents:
     """Load a student and its teacher's frozen VAE, text encoder and tokenizer (Diffusers or native Wan layout).
 
@@ -365,6 +368,9 @@ def load_components(
         offload: keep the transformers and the text encoder in CPU memory (the VAE still goes to `device`), for
             `performance.apply` with `low_memory` to stream them to the GPU layer by layer: a model larger than the
             GPU then loads at all.
+        on_encoders: called with the text encoder (frozen, where it will stay: `device`, or the CPU with `offload`)
+            and the tokenizer before any transformer loads; `WanT2IPipeline.from_pretrained` starts the text
+            encoder's warm-up there, beside the transformers' loading.
     """
     device = resolve_device(device)
     dtype = parse_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -381,6 +387,11 @@ def load_components(
                 "`python -m wan_t2i.demo.train --out wan_t2i/demo_model`"
             )
         teacher_path = DEMO_MODEL_DIR
+
+    def encoders_loaded(text_encoder: torch.nn.Module, tokenizer: Any) -> None:
+        if on_encoders is not None:
+            on_encoders(freeze(text_encoder).to(place), tokenizer)
+
     need_teacher_transformer = model_path is None or with_teacher
     patterns = TEACHER_FILES + NATIVE_TEACHER_FILES
     if need_teacher_transformer:
@@ -396,11 +407,13 @@ def load_components(
             dtype=dtype,
             vae_dtype=vae_dtype,
             with_transformers=need_teacher_transformer,
+            on_encoders=encoders_loaded,
         )
     elif layout == "diffusers":
         parts = load_diffusers_teacher(
-            teacher, device=place, dtype=dtype, vae_dtype=vae_dtype, with_transformers=need_teacher_transformer
-        )
+            teacher, device=place, dtype=dtype, vae_dtype=vae_dtype, with_transformers=need_teacher_transformer,
+            on_encoders=encoders_loaded,
+        )  # fmt: skip
     else:
         raise ModelLoadError(
             f"{teacher} holds a single transformer; teacher_path needs a whole Wan model (Diffusers or native "
@@ -437,9 +450,16 @@ def load_components(
 
 
 def load_diffusers_teacher(
-    folder: Path, *, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype, with_transformers: bool
+    folder: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    vae_dtype: torch.dtype,
+    with_transformers: bool,
+    on_encoders: Callable[[torch.nn.Module, Any], None] | None = None,
 ) -> dict:
-    """The parts of a Diffusers-layout Wan folder, named as diffusers' WanPipeline names them."""
+    """The parts of a Diffusers-layout Wan folder, named as diffusers' WanPipeline names them; `on_encoders(text
+    encoder, tokenizer)` is called once these are loaded, before the transformers."""
     check_diffusers_folder(folder, need_transformer=with_transformers)
     index = read_config(folder / "model_index.json")
     check_config(folder / "vae" / "config.json", VAE_SIZES)
@@ -452,6 +472,8 @@ def load_diffusers_teacher(
         tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     except (OSError, ValueError, TypeError) as error:  # TypeError: a config value of a type the class cannot take
         raise ModelLoadError(f"cannot load the VAE / text encoder / tokenizer of {folder}: {error}") from error
+    if on_encoders is not None:
+        on_encoders(text_encoder, tokenizer)
     transformer = transformer_2 = None
     if with_transformers:
         transformer = load_transformer(folder / "transformer", dtype=dtype, device=device)

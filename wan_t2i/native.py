@@ -404,8 +404,10 @@ def load_native_teacher(
     dtype: torch.dtype | None = torch.bfloat16,
     vae_dtype: torch.dtype | None = torch.float32,
     with_transformers: bool = True,
+    on_encoders: Callable[[torch.nn.Module, Any], None] | None = None,
 ) -> dict[str, Any]:
-    """Load a native Wan checkpoint folder (Wan 2.1 with the transformer at the root, or Wan 2.2 A14B's experts).
+    """Load a native Wan checkpoint folder (Wan 2.1 with the transformer at the root, or Wan 2.2 A14B's experts);
+    `on_encoders(text encoder, tokenizer)` is called once these are loaded, before the transformers.
 
     Returns:
         dict with text_encoder, tokenizer, vae, transformer (A14B: the high-noise expert), transformer_2 (A14B: the
@@ -418,6 +420,8 @@ def load_native_teacher(
         raise ValueError(f"{folder} is a {layout} checkpoint, not a native Wan folder")
     text_encoder, tokenizer = load_native_text_encoder(folder, device=device, dtype=dtype)
     vae = load_native_vae(folder, device=device, dtype=vae_dtype)
+    if on_encoders is not None:
+        on_encoders(text_encoder, tokenizer)
     is_a14b = (folder / HIGH_NOISE_FOLDER).is_dir()
     transformer = transformer_2 = None
     if with_transformers:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +18,7 @@ import torch
 from PIL import Image
 
 from wan_t2i import aot
-from wan_t2i.constants import TEXT_LEN
+from wan_t2i.constants import TEXT_LEN, WAN_NEGATIVE_PROMPT
 from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, Row, guided_model_fn
 from wan_t2i.images import with_parameters
@@ -29,6 +32,8 @@ from wan_t2i.values import is_integer
 
 if TYPE_CHECKING:
     from wan_t2i.sweep import Sweep
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 # (steps done, steps in all, {label: preview of each branch's predicted clean image}), every `preview_every` steps
@@ -99,6 +104,74 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
 
 
+def encode_text(text_encoder: torch.nn.Module, tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
+    """UMT5 embedding (1, 512, D) of a cleaned prompt, trimmed to its tokens and zero-padded as Wan does."""
+    tokens = tokenizer(
+        [prompt],
+        padding="max_length",
+        max_length=TEXT_LEN,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    # Only the prompt's own tokens are encoded, in buckets of TEXT_BUCKET (a few shapes): UMT5 masks the padding out
+    # of every attention and its position bias is relative, so the prompt's states are those of the full 512, which
+    # Wan encodes and then trims; a short prompt costs a tenth of the encoder's time.
+    length = min(TEXT_LEN, -(-int(tokens.attention_mask.sum()) // TEXT_BUCKET) * TEXT_BUCKET)
+    mask = tokens.attention_mask[:, :length].to(device)
+    hidden = text_encoder(tokens.input_ids[:, :length].to(device), mask).last_hidden_state
+    hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)  # zeros past the prompt's own tokens
+    return torch.nn.functional.pad(hidden, (0, 0, 0, TEXT_LEN - length))
+
+
+# What the warm-up encodes: a short prompt and Wan's negative prompt, the two lengths of a server's first image
+WARM_UP_PROMPTS = ("a photo", WAN_NEGATIVE_PROMPT)
+
+
+@torch.inference_mode()
+def warm_text_encoder(text_encoder: torch.nn.Module, tokenizer: Any, device: torch.device) -> float:
+    """Encode WARM_UP_PROMPTS once and throw the embeddings away; returns the seconds it took. A new process's first
+    encoding on a GPU pays for loading the kernels it runs (0.4-0.7 s of a new server's first image, against 0.05 s
+    warm: benchmarks/records/2026-12-07-h200-first-h200); `from_pretrained` runs this while the transformers load.
+    The encoder is left as it was (its kernels loaded are the process's). A failure is logged, not raised: the first
+    request then pays as before."""
+    start = time.perf_counter()
+    try:
+        for prompt in WARM_UP_PROMPTS:
+            encode_text(text_encoder, tokenizer, clean_prompt(prompt), device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as error:  # noqa: BLE001 - a warm-up; the first request encodes as usual
+        logger.warning(
+            "the text encoder's warm-up failed (%s: %s); the first request pays for it", type(error).__name__, error
+        )
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def text_encoder_warm_up(
+    device: torch.device, enabled: bool = True
+) -> Iterator[Callable[[torch.nn.Module, Any], None]]:
+    """`load_components`' `on_encoders` for loading on `device`: on a GPU (and if `enabled`) it starts
+    `warm_text_encoder` in a thread of its own, beside the transformers' loading; leaving the block waits for it, so
+    that nothing else uses the encoder meanwhile (its CUDA graphs are recorded later, by `apply`'s settings)."""
+    threads: list[threading.Thread] = []
+
+    def start(text_encoder: torch.nn.Module, tokenizer: Any) -> None:
+        if enabled and device.type == "cuda":
+            thread = threading.Thread(target=warm_text_encoder, args=(text_encoder, tokenizer, device),
+                                      name="wan-t2i-warm-up", daemon=True)  # fmt: skip
+            thread.start()
+            threads.append(thread)
+
+    try:
+        yield start
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 class WanT2IPipeline:
     """A loaded Wan text-to-image model that renders one sampler, or several from the same noise and text."""
 
@@ -130,6 +203,7 @@ class WanT2IPipeline:
         gpu_memory_gb: float | None = None,
         devices: Sequence[str | torch.device] | None = None,
         compile_cache: str | None = None,
+        warm_up: bool = True,
         **kwargs,
     ) -> WanT2IPipeline:
         """Load with `wan_t2i.loading.load_components` (same arguments); no paths loads the embedded demo model.
@@ -142,6 +216,9 @@ class WanT2IPipeline:
         a pair or a sweep run split over them, one thread per device (`wan_t2i.replicas`). `compile_cache`, a
         folder: run the transformers ahead-of-time compiled, each input shape's package built once (minutes) and
         loaded by every later start in its place (`wan_t2i.aot`), instead of any tracing the preset would do.
+        `warm_up`: on a GPU, encode a few prompts in a thread of its own while the transformers load
+        (`warm_text_encoder`), so that the first request does not pay for loading the encoder's kernels; False leaves
+        that to the first request.
         """
         device = kwargs.pop("device", None)
         if devices is not None:
@@ -160,7 +237,10 @@ class WanT2IPipeline:
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
         if settings.compile_cache is not None and aot.default_kind(device) == "blocks":
             aot.preload(settings.compile_cache, device)  # read while the weights load, not after
-        components = load_components(model_path, teacher_path, device=device, offload=settings.low_memory, **kwargs)
+        with text_encoder_warm_up(device, enabled=warm_up and not settings.low_memory) as on_encoders:
+            components = load_components(
+                model_path, teacher_path, device=device, offload=settings.low_memory, on_encoders=on_encoders, **kwargs
+            )
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
         apply(components, settings)
         return cls(components, replicas=replicas)
@@ -281,23 +361,7 @@ class WanT2IPipeline:
         if prompt in self._text_cache:
             self._text_cache.move_to_end(prompt)
             return self._text_cache[prompt]
-        tokens = self.components.tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=TEXT_LEN,
-            truncation=True,
-            add_special_tokens=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        # Only the prompt's own tokens are encoded, in buckets of TEXT_BUCKET (a few shapes): UMT5 masks the padding
-        # out of every attention and its position bias is relative, so the prompt's states are those of the full
-        # 512, which Wan encodes and then trims; a short prompt costs a tenth of the encoder's time.
-        length = min(TEXT_LEN, -(-int(tokens.attention_mask.sum()) // TEXT_BUCKET) * TEXT_BUCKET)
-        mask = tokens.attention_mask[:, :length].to(self.device)
-        hidden = self.components.text_encoder(tokens.input_ids[:, :length].to(self.device), mask).last_hidden_state
-        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)  # zeros past the prompt's own tokens
-        embedding = torch.nn.functional.pad(hidden, (0, 0, 0, TEXT_LEN - length))
+        embedding = encode_text(self.components.text_encoder, self.components.tokenizer, prompt, self.device)
         self._text_cache[prompt] = embedding
         while len(self._text_cache) > self.text_cache_size:
             self._text_cache.popitem(last=False)
