@@ -18,10 +18,9 @@ is unchanged.
 A graph reads the weights at the addresses they had when it was recorded. Weights replaced since (a layer quantised,
 the module moved) would be read from freed memory: the likely cause of an illegal memory access on an H100 in a
 benchmark that quantised the encoder after its graphs were recorded (benchmarks/records/2026-12-07-h100-fp8-restart,
-run3; not re-run since). So each call compares the
-module's weights (which tensors, at which addresses) with those the graphs were recorded on, and drops the graphs where
-they differ; each shape is then recorded again as at first. Weights changed in place (`copy_`, load_state_dict) keep
-their addresses, and the graphs read the new values.
+run3; not re-run since). So each call compares the module's weights (which tensors, at which addresses) with those the
+graphs were recorded on, and drops the graphs where they differ; each shape is then recorded again as at first.
+Weights changed in place (`copy_`, load_state_dict) keep their addresses, and the graphs read the new values.
 """
 
 from __future__ import annotations
