@@ -81,8 +81,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--ttfi", default=None, help="MODEL@HxW[,...] for the ttfi section, e.g. 14b@1024x1024")
     parser.add_argument("--ttfi-profile", type=int, default=0, metavar="N", help="with the ttfi section: one more "
                         "restart from the filled compile cache, its first image under cProfile (the compiled blocks "
-                        "read when first needed, not ahead); the record keeps the N functions with the most "
-                        "cumulative time (default 0: none)")  # fmt: skip
+                        "read when first needed, not ahead; with --ttfi-disk, read ahead as a server's restart reads "
+                        "them); the record keeps the N functions with the most cumulative time (default 0: "
+                        "none)")  # fmt: skip
     parser.add_argument("--ttfi-disk", action="store_true", help="with the ttfi section: two more starts per case "
                         "that load the weights from disk with from_pretrained (the random model saved once, dropped "
                         "from the page cache), compile cache filled by the first: keys ttfi_disk_first and "

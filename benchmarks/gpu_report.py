@@ -317,7 +317,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             "first": "first start, empty cache folder",
             "second": "second start, new process",
             "unwarmed": "another second start, without from_pretrained's text-encoder warm-up",
-            "profiled": "another second start, the blocks not read ahead, its first image under cProfile (slower)",
+            "profiled": "another second start, the blocks read ahead, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
         phases = phases_text(value)
         following = phases_text(value, "second_phases_s")
