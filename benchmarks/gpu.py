@@ -110,6 +110,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--fp8-multi-kernel", default="off", choices=("on", "off"),
                         help="the fp8 section's blocks compiled with Inductor's multi_kernel (PerformanceSettings."
                         "multi_kernel) or not (default: off)")  # fmt: skip
+    parser.add_argument("--fp8-fused", default="off", choices=("on", "off"),
+                        help="the fp8 section's attention projections fused (PerformanceSettings.fused_projections: "
+                        "one q|k|v and one k|v linear, each input quantised once) or not (default: off)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
     parser.add_argument("--results-md", type=Path, default=None, help="with --render: where (default: beside it)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")
@@ -198,6 +201,7 @@ def start_bench(
     meta |= {
         "fp8_scales": args.fp8_scales,
         "fp8_multi_kernel": args.fp8_multi_kernel == "on",
+        "fp8_fused": args.fp8_fused == "on",
         "ttfi_profile": args.ttfi_profile,
         "ttfi_presets": presets,
         "ttfi_disk": args.ttfi_disk,

@@ -41,11 +41,11 @@ def allocated_gb() -> float:
 
 def fp8_settings(bench: Bench, model: str) -> PerformanceSettings:
     """`fastest` as the model's section settled it, made what the fp8 preset (fp8_for) makes of `fastest`, with the
-    run's scale granularity and multi_kernel."""
+    run's scale granularity, multi_kernel and fused projections."""
     meta = bench.results["meta"]
     return replace(
         settled_settings(bench, model), fp8=True, fp8_scales=meta["fp8_scales"], compile_mode="default",
-        multi_kernel=meta.get("fp8_multi_kernel", False),
+        multi_kernel=meta.get("fp8_multi_kernel", False), fused_projections=meta.get("fp8_fused", False),
     )  # fmt: skip
 
 

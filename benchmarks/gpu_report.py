@@ -91,7 +91,7 @@ def loop_floor(items: dict, shape: str, batches: list[int]) -> float | None:
 
 
 def fp8_lines(
-    items: dict, ratios: dict, shapes: list[str], scales: str = "row", multi_kernel: bool = False
+    items: dict, ratios: dict, shapes: list[str], scales: str = "row", multi_kernel: bool = False, fused: bool = False
 ) -> list[str]:
     """The fp8 preset against bf16 `fastest` and stock-with-the-same-knobs, with its error and its compile cost."""
     rows = [shape for shape in shapes if f"{shape}/fp8" in items or f"{shape}/fp8_floor_b2" in items]
@@ -102,6 +102,7 @@ def fp8_lines(
         f"FP8 (`--performance fp8`: torchao float8 dynamic activation + weight quantisation, per-{scales} scales, on "
         "the blocks' linear layers, then compiled as `fastest`"
         + (", with Inductor's multi_kernel" if multi_kernel else "")
+        + (", attention projections fused" if fused else "")
         + "). First image: the first fp8 image of the process, its "
         "compilation included (the bf16 graphs of the same shapes were compiled before it; `graphs`: how many Dynamo "
         "compiled for it). Error and PSNR against the eager bf16 forward and image.",
@@ -163,7 +164,14 @@ def write_results_md(results: dict, path: Path) -> None:
     lines = header_lines(results["meta"], items.get("peak") or {}, items.get("peak_fp8"))
     lines += [main_row(items, ratios, shape) for shape in shapes]
     meta = results["meta"]
-    lines += fp8_lines(items, ratios, shapes, meta.get("fp8_scales", "row"), meta.get("fp8_multi_kernel", False))
+    lines += fp8_lines(
+        items,
+        ratios,
+        shapes,
+        meta.get("fp8_scales", "row"),
+        meta.get("fp8_multi_kernel", False),
+        meta.get("fp8_fused", False),
+    )
     lines += profile_lines(items, shapes)
     lines += ["", "| other | result |", "|---|---|"]
     lines += [row for key, value in items.items() if (row := other_row(items, key, value))]

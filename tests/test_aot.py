@@ -3,6 +3,7 @@ applied to what they were not built for. On the CPU with the tiny random model (
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 
 from wan_t2i.aot import fingerprint, key_of
-from wan_t2i.performance import PerformanceSettings
+from wan_t2i.performance import PerformanceSettings, fuse_projections
 
 ROOT = Path(__file__).resolve().parents[1]
 START = """
@@ -59,6 +60,19 @@ def test_the_fingerprint_changes_with_everything_a_package_depends_on(tiny_pipe)
         facts | {"config": facts["config"] | {"num_layers": 40}},
     ]
     assert len({key_of(v) for v in [facts, *variants]}) == 1 + len(variants)
+
+
+def test_fused_projections_are_another_fingerprint(tiny_pipe) -> None:
+    """A transformer whose attention projections are fused runs other layers, so its compiled code is filed apart."""
+    from wan_t2i.aot import block_fingerprint, repeated_blocks
+
+    transformer = copy.deepcopy(tiny_pipe.components.transformer)
+    x, context = torch.zeros(2, 16, 1, 4, 6), torch.zeros(2, 512, transformer.config.text_dim)
+    block, inputs = repeated_blocks(transformer)[0], (torch.zeros(2, 6, 32), torch.zeros(2, 8, 32))
+    before = key_of(fingerprint(transformer, x, context)), key_of(block_fingerprint(transformer, block, inputs, {}))
+    fuse_projections(transformer)
+    after = key_of(fingerprint(transformer, x, context)), key_of(block_fingerprint(transformer, block, inputs, {}))
+    assert after[0] != before[0] and after[1] != before[1]
 
 
 def test_compile_cache_does_not_combine_with_streaming() -> None:

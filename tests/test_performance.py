@@ -289,6 +289,19 @@ def test_fuse_projections_gives_the_same_output_and_holds_each_weight_once():
     assert hasattr(attention, "to_qkv") and not hasattr(attention, "to_q")
 
 
+def test_apply_fuses_the_projections_and_refuses_to_unfuse_them(tiny_wan_dir):
+    """PerformanceSettings.fused_projections through `apply`: fused once (applying again changes nothing), and
+    settings without it refused with what to do, as fp8's are: the separate layers are gone."""
+    components = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    apply(components, PerformanceSettings(fused_projections=True))
+    weights = {name: p.data_ptr() for name, p in components.transformer.named_parameters()}
+    assert performance.are_fused(components.transformer) and any("to_qkv" in name for name in weights)
+    apply(components, PerformanceSettings(fused_projections=True))
+    assert {name: p.data_ptr() for name, p in components.transformer.named_parameters()} == weights
+    with pytest.raises(ValueError, match="fused, which cannot be undone: load it again"):
+        apply(components, PerformanceSettings())
+
+
 def test_compile_blocks_passes_inductor_options_with_those_of_its_mode(monkeypatch):
     """multi_kernel and benchmarks.gpu_profile's variants compile with Inductor options; torch.compile takes a mode
     or options, so another mode's options are added to them."""

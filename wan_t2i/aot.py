@@ -89,15 +89,19 @@ def may_build(at_warm_up_only: bool) -> bool:
 
 def model_facts(transformer: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """What any code compiled for `transformer` on `device` is built for: the torch version, the device (the CPU, or
-    the CUDA card's name and capability), the transformer's dtype and config."""
+    the CUDA card's name and capability), the transformer's dtype and config, and whether its attention projections
+    are fused (`performance.fuse_projections`)."""
     config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
-    return {
+    facts = {
         "format": FORMAT,
         "torch": torch.__version__,
         "device": device_facts(device),
         "dtype": str(transformer.dtype),
         "config": json.loads(json.dumps(config, default=str)),
     }
+    if any(getattr(module, "fused_projections", False) for module in transformer.modules()):
+        facts["fused_projections"] = True  # other layers, another graph (named only where fused: others stay found)
+    return facts
 
 
 def device_facts(device: torch.device) -> str:

@@ -72,6 +72,9 @@ class PerformanceSettings:
     # With compile or compile_cache: Inductor's multi_kernel for the blocks, each reduction compiled both persistent
     # (one pass over a row held in registers) and looped, the faster kept by timing both at its first call; GPU only
     multi_kernel: bool = False
+    # diffusers' fused attention projections (`fuse_projections`): one q|k|v linear in self-attention and one k|v in
+    # cross-attention, so that fp8 quantises each attention's input once, not three (two) times; no undo
+    fused_projections: bool = False
 
     def __post_init__(self):
         if self.compile and self.low_memory:
@@ -142,7 +145,7 @@ class PerformanceSettings:
 
         It pays where the matmuls are large: on an H200 the 14B at 1024x1024 took 0.67x the bf16 time, while the
         1.3B at 480x832 took 1.68x (the activations' quantisation costs more than small fp8 matmuls save); its
-        first image compiles for about two minutes (docs/performance.md#fp8)."""
+        first image compiles for 10-20 s on an H100 (docs/performance.md#fp8)."""
         device = torch.device(device)
         if device.type != "cuda" or not torch.cuda.is_available():
             raise ValueError(f"the fp8 preset needs a CUDA GPU with FP8 (compute capability >= 8.9), not {device}")
@@ -238,6 +241,12 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
     else:
         ungraph_text_encoder(components.text_encoder)
     for transformer in transformers_of(components):
+        if settings.fused_projections:
+            fuse_projections(transformer)
+        elif are_fused(transformer):
+            raise ValueError(
+                "this model's attention projections are fused, which cannot be undone: load it again for other settings"
+            )
         if settings.fp8:
             # Under a compile cache, as inference tensors: the compiled blocks' guards on a torchao weight, made in
             # inference mode and read back by a later start, hold only for weights made in it (wan_t2i.aot).
@@ -406,7 +415,9 @@ def fuse_projections(transformer: torch.nn.Module) -> None:
     """diffusers' fused attention projections: one linear for q, k and v in self-attention and one for k and v in
     cross-attention (`fuse_qkv_projections`), then the separate layers dropped, so that the weights are not held
     twice. The same numbers (each output column is its own dot product), one GEMM where there were three (two in
-    cross-attention). No undo: load again for the separate layers."""
+    cross-attention). No undo: load again for the separate layers. Fused already: nothing to do."""
+    if are_fused(transformer):
+        return
     transformer.fuse_qkv_projections()
     for module in transformer.modules():
         if not getattr(module, "fused_projections", False):
@@ -417,6 +428,11 @@ def fuse_projections(transformer: torch.nn.Module) -> None:
         for name in fused:
             if hasattr(module, name):
                 delattr(module, name)
+
+
+def are_fused(transformer: torch.nn.Module) -> bool:
+    """Whether `fuse_projections` fused the transformer's attention projections."""
+    return any(getattr(module, "fused_projections", False) for module in transformer.modules())
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
