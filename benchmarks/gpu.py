@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "from the page cache), compile cache filled by the first: keys ttfi_disk_first and "
                         "ttfi_disk_second, with beyond_weights_s")  # fmt: skip
     parser.add_argument("--ttfi-unwarmed", action="store_true", help="with --ttfi-disk: one more restart per case, "
-                        "from_pretrained's text-encoder warm-up off (key ttfi_disk_unwarmed): the A/B of that "
-                        "warm-up")  # fmt: skip
+                        "from_pretrained's warm-ups (of the text encoder, and of the blocks read ahead) off (key "
+                        "ttfi_disk_unwarmed): the A/B of those warm-ups")  # fmt: skip
     parser.add_argument(
         "--ttfi-presets",
         default="fastest",
@@ -110,9 +110,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--fp8-multi-kernel", default="off", choices=("on", "off"),
                         help="the fp8 section's blocks compiled with Inductor's multi_kernel (PerformanceSettings."
                         "multi_kernel) or not (default: off)")  # fmt: skip
-    parser.add_argument("--fp8-fused", default="off", choices=("on", "off"),
+    parser.add_argument("--fp8-fused", default="on", choices=("on", "off"),
                         help="the fp8 section's attention projections fused (PerformanceSettings.fused_projections: "
-                        "one q|k|v and one k|v linear, each input quantised once) or not (default: off)")  # fmt: skip
+                        "one q|k|v and one k|v linear, each input quantised once; the fp8 preset's) or not (default: "
+                        "on)")  # fmt: skip
     parser.add_argument("--render", type=Path, default=None, help="only rewrite RESULTS.md from this results.json")
     parser.add_argument("--results-md", type=Path, default=None, help="with --render: where (default: beside it)")
     parser.add_argument("--note", default=None, help="with --render: a line added under the command (a caveat)")

@@ -324,7 +324,7 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
         start = {
             "first": "first start, empty cache folder",
             "second": "second start, new process",
-            "unwarmed": "another second start, without from_pretrained's text-encoder warm-up",
+            "unwarmed": "another second start, without from_pretrained's warm-ups (text encoder, blocks)",
             "profiled": "another second start, the blocks read ahead, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
         phases = phases_text(value)
@@ -342,7 +342,8 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             f"ahead {value.get('preloaded')}; reading them {fmt(value.get('read_block_s'), '.2f')} s, the first "
             f"image's wait for them {fmt(value.get('preload_wait_s'), '.2f')} s; files added to the cache "
             f"{len(value.get('cache_files_added', []))}; the text encoder's warm-up "
-            f"{fmt(value.get('warm_up_s'), '.2f')} s{counters_text(value)}) |"
+            f"{fmt(value.get('warm_up_s'), '.2f')} s, the blocks' {fmt(value.get('block_warm_up_s'), '.2f')} s"
+            f"{counters_text(value)}) |"
         )
     if key.startswith("ttfi/"):
         return (

@@ -160,7 +160,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
 
 def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tuple[int, int], imported: float) -> None:
     """A start as a server makes it: `WanT2IPipeline.from_pretrained` of a model folder on disk with the `fastest`
-    (or `fp8`) preset and `compile_cache` (its text-encoder warm-up on, unless --no-warm-up), then two images. The
+    (or `fp8`) preset and `compile_cache` (its warm-ups of the text encoder and of the blocks read ahead on, unless
+    --no-warm-up), then two images. The
     folder is the random model saved once (by the first
     start that finds it empty, before its clock starts); the model's and the compile cache's files are dropped from
     the page cache before loading (`evict`), so the weights and blocks are read from the disk as on a new machine.
@@ -181,6 +182,8 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
         # for a block read ahead: no sync, as the reading runs beside the weights' loading
         timing(wan_t2i.aot, "read_block", "read_block_s", spent, sync_after=False),
         timing(wan_t2i.aot, "preloaded_block", "preload_wait_s", spent, sync_after=False),
+        # running each block read ahead once on a stand-in, in preload's thread after its reading (the warm-up)
+        timing(wan_t2i.aot, "warm_block", "block_warm_up_s", spent, sync_after=False),
         # the text encoder's warm-up, in a thread of its own beside the transformers' loading
         timing(wan_t2i.pipeline, "warm_text_encoder", "warm_up_s", spent, sync_after=False),
         # with --no-preload nothing is read ahead: the reading shows in the first image's profile
@@ -281,12 +284,16 @@ def timing(module: Any, name: str, key: str, spent: dict[str, float], sync_after
 
     def timed_call(*args: Any, **kwargs: Any) -> Any:
         start = time.time()
+        result = None
         try:
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            return result
         finally:
             if sync_after:
                 sync()
             spent[key] = spent.get(key, 0.0) + time.time() - start
+            if isinstance(result, bool):  # a yes/no answer (warm_block: whether it ran) counted too
+                spent[f"{key}_true"] = spent.get(f"{key}_true", 0) + result
 
     setattr(module, name, timed_call)
     try:

@@ -397,3 +397,41 @@ def test_fp8_blocks_are_compiled_once_and_loaded_by_a_second_start(tiny_wan_dir:
     for mode in ("first", "no-compiling"):
         served = np.asarray(Image.open(cache / f"fp8-{mode}.png"), dtype=np.int16)
         assert np.abs(served - eager).max() <= 2, mode
+
+
+@pytest.mark.slow
+def test_a_block_read_ahead_warms_up_on_a_stand_in_of_its_kind(tiny_wan_dir: Path, tmp_path: Path) -> None:
+    """`warm_block` (what `preload` runs on a GPU after reading a block): the block function runs once on a stand-in
+    block that `stand_in_block` builds from the fingerprint alone (random weights, fused projections where the model
+    had them) and passes the function's guards; it is skipped where the process's attention order or TF32 are not
+    those filed, or the block class is unknown. Run here on the CPU, where `preload` itself does not warm up."""
+    from wan_t2i.aot import compile_ahead, read_block, stand_in_block, warm_block, weight_kinds
+    from wan_t2i.loading import load_components
+    from wan_t2i.performance import apply
+    from wan_t2i.pipeline import WanT2IPipeline
+
+    components = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    apply(components, PerformanceSettings(fused_projections=True))
+    transformer = components.transformer
+    compile_ahead(transformer, tmp_path, kind="blocks")
+    WanT2IPipeline(components).generate("a lake", steps=1, seed=1)
+    (folder,) = [p.parent for p in tmp_path.glob("*/fingerprint.json")]
+    facts = json.loads((folder / "fingerprint.json").read_text())
+    assert facts["fused_projections"] is True
+    stand_in = stand_in_block(facts)
+    assert stand_in is not None and hasattr(stand_in.attn1, "to_qkv") and not hasattr(stand_in.attn1, "to_q")
+    assert weight_kinds(stand_in) == facts["weights"]
+    assert sum(p.numel() for p in stand_in.parameters()) == sum(p.numel() for p in transformer.blocks[0].parameters())
+    function = read_block(folder, facts)
+    calls = []
+
+    def spy(block, *args, **kwargs):
+        calls.append(block)
+        return function(block, *args, **kwargs)
+
+    spy.guard_check = function.guard_check
+    assert warm_block(spy, facts) and len(calls) == 1 and calls[0] is not transformer.blocks[0]
+    assert not warm_block(spy, facts | {"tf32": not facts["tf32"]})
+    assert not warm_block(spy, facts | {"attention_order": [*facts["attention_order"], 99]})
+    assert not warm_block(spy, facts | {"block": "AnotherBlock"})
+    assert len(calls) == 1

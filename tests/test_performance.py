@@ -125,7 +125,9 @@ def test_fp8_where_it_runs_is_fastest_with_fp8_blocks(monkeypatch):
     fake.__spec__ = importlib.machinery.ModuleSpec("torchao", None)
     monkeypatch.setitem(sys.modules, "torchao", fake)
     settings = performance.preset("fp8", "cuda")
-    assert settings == dataclasses.replace(PerformanceSettings.fastest("cuda"), fp8=True, compile_mode="default")
+    assert settings == dataclasses.replace(
+        PerformanceSettings.fastest("cuda"), fp8=True, compile_mode="default", fused_projections=True
+    )
     assert settings.compile and settings.vae_dtype == torch.bfloat16 and settings.attention is None  # 8.9 is no Hopper
     with pytest.raises(ValueError, match="fp8 and low_memory cannot be combined"):
         PerformanceSettings(fp8=True, low_memory=True)

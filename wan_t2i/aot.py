@@ -33,6 +33,7 @@ waits minutes for a build, and a shape without a package runs eagerly.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -377,13 +378,14 @@ _PRELOADS_LOCK = threading.Lock()
 _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan-t2i-preload")
 
 
-def preload(cache: str | os.PathLike, device: str | torch.device) -> list[Path]:
+def preload(cache: str | os.PathLike, device: str | torch.device, warm: bool = True) -> list[Path]:
     """Start reading, in a background thread, every compiled block filed in `cache` for this torch and `device`;
     returns their folders. A restart calls it before it loads the weights (`WanT2IPipeline.from_pretrained` does), so
     that what reading a block costs (seconds on a GPU: Inductor's import, the block's Triton kernels) overlaps the
-    loading. A PrecompiledBlocks takes a block read ahead in place of reading it then, and checks it the same way (its
-    fingerprint against the model's, its guards against the inputs); one that failed to read is read or built again
-    as usual, and one no model asks for is left unused."""
+    loading. With `warm`, on a GPU, each block read is also run once on a stand-in (`warm_block`) in that thread,
+    so that what its first call costs overlaps the loading too. A PrecompiledBlocks takes a block read ahead in place
+    of reading it then, and checks it the same way (its fingerprint against the model's, its guards against the
+    inputs); one that failed to read is read or built again as usual, and one no model asks for is left unused."""
     keep_kernels(cache)
     where = device_facts(torch.device(device))
     folders = []
@@ -398,9 +400,119 @@ def preload(cache: str | os.PathLike, device: str | torch.device) -> list[Path]:
         folder = path.parent.resolve()
         with _PRELOADS_LOCK:
             if folder not in _PRELOADS:
-                _PRELOADS[folder] = _READER.submit(read_block, folder, facts)
+                _PRELOADS[folder] = _READER.submit(read_ahead, folder, facts, warm)
         folders.append(folder)
     return folders
+
+
+def read_ahead(folder: Path, facts: dict, warm: bool) -> Any:
+    """`preload`'s work for one block: read it, and with `warm`, on a GPU, run it once on a stand-in."""
+    function = read_block(folder, facts)
+    device = device_of(facts["args"])
+    if warm and device is not None and device.type == "cuda":
+        warm_block(function, facts)
+    return function
+
+
+def device_of(description: Any) -> torch.device | None:
+    """The device of the first tensor in `_describe`'s description of inputs (as fingerprint.json holds it)."""
+    if isinstance(description, list):
+        if len(description) == 3 and isinstance(description[0], str) and isinstance(description[1], list):
+            return torch.device(description[0])
+        for item in description:
+            if (device := device_of(item)) is not None:
+                return device
+    return None
+
+
+# The transformer whose one block stands in for a model's blocks at a warm-up (`stand_in_block`), by block class
+STAND_IN_MODELS = {"WanTransformerBlock": "WanTransformer3DModel"}
+
+
+def warm_block(function: Any, facts: dict) -> bool:
+    """Run a compiled block `function` (filed with `facts`) once, on a stand-in block (`stand_in_block`) and random
+    inputs of the shapes it was compiled for, and wait for it; True if it ran. What a new process's first call of a
+    block costs beyond its compute (on an H100, about 1 s of a restart's first image at 1.3B: loading its kernels
+    onto the GPU, timing those Triton kernels that have several configurations, the first calls into cuBLAS and
+    cuDNN) is then paid here, in `preload`'s thread while the weights load, and the function keeps what it chose.
+    Skipped (False) where no stand-in can be made, where the process's TF32 and attention order are not those the
+    block was compiled with (`performance.apply_switches` sets them before the loading), or where its guards do not
+    hold; a failure is logged, not raised: the first image then pays as before."""
+    try:
+        order = tuple(torch._C._get_sdp_priority_order()) if hasattr(torch._C, "_get_sdp_priority_order") else ()
+        if [int(b) for b in order] != facts["attention_order"] or torch.backends.cuda.matmul.allow_tf32 != facts[
+            "tf32"
+        ]:
+            return False
+        block = stand_in_block(facts)
+        if block is None:
+            return False
+        with torch.inference_mode(facts["inference_mode"]), torch.set_grad_enabled(facts["grad"]):
+            # made here, as the model's inputs are (inference tensors under inference mode: the guards tell)
+            args = [example_input(d) for d in facts["args"]]
+            kwargs = {name: example_input(d) for name, d in facts["kwargs"].items()}
+            if not function.guard_check(block, *args, **kwargs):
+                return False
+            function(block, *args, **kwargs)
+        if device_of(facts["args"]).type == "cuda":
+            torch.cuda.synchronize()
+        return True
+    except Exception as error:  # noqa: BLE001 - a warm-up; the first image then pays for it
+        log.warning(
+            "compiled block's warm-up failed (%s: %s); the first image pays for it", type(error).__name__, error
+        )
+        return False
+
+
+def stand_in_block(facts: dict) -> torch.nn.Module | None:
+    """A block of the architecture `facts` names, with random weights, on the device of its inputs, made what the
+    model's blocks were when compiled (attention projections fused, linears in fp8) so that its weights' kinds are
+    those filed; None where it cannot be (an unknown block class, other weights' kinds)."""
+    import diffusers
+
+    from wan_t2i import performance
+
+    name = STAND_IN_MODELS.get(facts["block"])
+    if name is None:
+        return None
+    device = device_of(facts["args"])
+    if device is None:
+        return None
+    with torch.device("meta"):
+        model = getattr(diffusers, name).from_config(dict(facts["config"], num_layers=1))
+    model.to(getattr(torch, facts["dtype"].removeprefix("torch.")))
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []  # as from_pretrained keeps them (diffusers' rule)
+    for name, parameter in model.named_parameters():
+        if any(module in name.split(".") for module in keep):
+            parameter.data = parameter.data.float()
+    model.eval().requires_grad_(False)  # as loaded (`loading.freeze`): the guards hold for nothing else
+    if facts.get("fused_projections"):
+        performance.fuse_projections(model)
+    block = repeated_blocks(model)[0]
+    block.to_empty(device=device)
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.normal_(std=0.02)
+    if any("torchao" in kind for kind in facts["weights"]):
+        scales = "row" if any("blocks of [1," in kind for kind in facts["weights"]) else "tensor"
+        with torch.inference_mode():
+            performance.quantize_blocks_fp8(model, scales=scales)
+        block = repeated_blocks(model)[0]
+    make_serialisable(block)
+    return block if weight_kinds(block) == facts["weights"] else None
+
+
+def example_input(description: Any) -> Any:
+    """Random inputs as `_describe` described them (a tensor: [device, shape, dtype]; a tuple of them; a literal)."""
+    if isinstance(description, str):
+        return ast.literal_eval(description)
+    if len(description) == 3 and isinstance(description[0], str) and isinstance(description[1], list):
+        device, shape, dtype = description
+        dtype = getattr(torch, dtype.removeprefix("torch."))
+        if dtype.is_floating_point:
+            return torch.randn(shape, dtype=dtype, device=device)
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return tuple(example_input(d) for d in description)
 
 
 def keep_kernels(cache: str | os.PathLike) -> None:

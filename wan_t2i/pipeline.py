@@ -23,7 +23,7 @@ from wan_t2i.diagnostics import Diagnostics
 from wan_t2i.guidance import Experts, Row, guided_model_fn
 from wan_t2i.images import with_parameters
 from wan_t2i.loading import ModelDefaults, WanComponents, load_components, resolve_device
-from wan_t2i.performance import PerformanceSettings, apply, preset
+from wan_t2i.performance import PerformanceSettings, apply, apply_switches, preset
 from wan_t2i.previews import WAN21_FACTORS, LatentRGB
 from wan_t2i.replicas import Replica, check_devices, experts_of, replicate, run_on_replicas
 from wan_t2i.request import MAX_SEED, GenerationRequest, ModelSpec
@@ -217,8 +217,9 @@ class WanT2IPipeline:
         folder: run the transformers ahead-of-time compiled, each input shape's package built once (minutes) and
         loaded by every later start in its place (`wan_t2i.aot`), instead of any tracing the preset would do.
         `warm_up`: on a GPU, encode a few prompts in a thread of its own while the transformers load
-        (`warm_text_encoder`), so that the first request does not pay for loading the encoder's kernels; False leaves
-        that to the first request.
+        (`warm_text_encoder`), and run each compiled block read ahead from `compile_cache` once on a stand-in
+        (`aot.warm_block`), so that the first request does not pay for loading their kernels; False leaves that to
+        the first request.
         """
         device = kwargs.pop("device", None)
         if devices is not None:
@@ -236,7 +237,8 @@ class WanT2IPipeline:
         if compile_cache is not None:
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
         if settings.compile_cache is not None and aot.default_kind(device) == "blocks":
-            aot.preload(settings.compile_cache, device)  # read while the weights load, not after
+            apply_switches(settings)  # as the blocks will run: the warm-up's runs need them
+            aot.preload(settings.compile_cache, device, warm=warm_up)  # read (and warmed) while the weights load
         with text_encoder_warm_up(device, enabled=warm_up and not settings.low_memory) as on_encoders:
             components = load_components(
                 model_path, teacher_path, device=device, offload=settings.low_memory, on_encoders=on_encoders, **kwargs
