@@ -454,8 +454,8 @@ def warm_block(function: Any, facts: dict) -> bool:
             if not function.guard_check(block, *args, **kwargs):
                 return False
             function(block, *args, **kwargs)
-        if device_of(facts["args"]).type == "cuda":
-            torch.cuda.synchronize()
+        if (device := device_of(facts["args"])).type == "cuda":
+            torch.cuda.synchronize(device)
         return True
     except Exception as error:  # noqa: BLE001 - a warm-up; the first image then pays for it
         log.warning(
