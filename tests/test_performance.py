@@ -304,6 +304,16 @@ def test_apply_fuses_the_projections_and_refuses_to_unfuse_them(tiny_wan_dir):
         apply(components, PerformanceSettings())
 
 
+def test_blocks_quantised_unfused_are_not_fused_afterwards(tiny_wan_dir, monkeypatch):
+    """fp8 blocks quantised without fused projections cannot be fused then (their weights are quantised already):
+    refused with what to do (stood in for: torchao quantises only on a GPU with FP8)."""
+    components = load_components(teacher_path=tiny_wan_dir, device="cpu")
+    monkeypatch.setattr(performance, "is_quantized", lambda transformer: True)
+    with pytest.raises(ValueError, match="in fp8 unfused, which cannot be undone: load it again to fuse"):
+        apply(components, PerformanceSettings(fused_projections=True))
+    assert not performance.are_fused(components.transformer)
+
+
 def test_compile_blocks_passes_inductor_options_with_those_of_its_mode(monkeypatch):
     """multi_kernel and benchmarks.gpu_profile's variants compile with Inductor options; torch.compile takes a mode
     or options, so another mode's options are added to them."""

@@ -100,7 +100,7 @@ def model_facts(transformer: torch.nn.Module, device: torch.device) -> dict[str,
         "dtype": str(transformer.dtype),
         "config": json.loads(json.dumps(config, default=str)),
     }
-    if any(getattr(module, "fused_projections", False) for module in transformer.modules()):
+    if are_fused(transformer):
         facts["fused_projections"] = True  # other layers, another graph (named only where fused: others stay found)
     return facts
 
@@ -414,11 +414,22 @@ def read_ahead(folder: Path, facts: dict, warm: bool) -> Any:
     return function
 
 
+def describes_tensor(description: Any) -> bool:
+    """Whether a description of an input, as fingerprint.json holds `_describe`'s, is a tensor's: [device, shape,
+    dtype]."""
+    return (
+        isinstance(description, list)
+        and len(description) == 3
+        and isinstance(description[0], str)
+        and (isinstance(description[1], list))
+    )
+
+
 def device_of(description: Any) -> torch.device | None:
     """The device of the first tensor in `_describe`'s description of inputs (as fingerprint.json holds it)."""
+    if describes_tensor(description):
+        return torch.device(description[0])
     if isinstance(description, list):
-        if len(description) == 3 and isinstance(description[0], str) and isinstance(description[1], list):
-            return torch.device(description[0])
         for item in description:
             if (device := device_of(item)) is not None:
                 return device
@@ -439,10 +450,8 @@ def warm_block(function: Any, facts: dict) -> bool:
     block was compiled with (`performance.apply_switches` sets them before the loading), or where its guards do not
     hold; a failure is logged, not raised: the first image then pays as before."""
     try:
-        order = tuple(torch._C._get_sdp_priority_order()) if hasattr(torch._C, "_get_sdp_priority_order") else ()
-        if [int(b) for b in order] != facts["attention_order"] or torch.backends.cuda.matmul.allow_tf32 != facts[
-            "tf32"
-        ]:
+        *_, tf32, order = block_inputs((), {})  # the process-wide part of what the block was compiled for
+        if tf32 != facts["tf32"] or list(order) != facts["attention_order"]:
             return False
         block = stand_in_block(facts)
         if block is None:
@@ -482,8 +491,8 @@ def stand_in_block(facts: dict) -> torch.nn.Module | None:
         model = getattr(diffusers, name).from_config(dict(facts["config"], num_layers=1))
     model.to(getattr(torch, facts["dtype"].removeprefix("torch.")))
     keep = getattr(model, "_keep_in_fp32_modules", None) or []  # as from_pretrained keeps them (diffusers' rule)
-    for name, parameter in model.named_parameters():
-        if any(module in name.split(".") for module in keep):
+    for parameter_name, parameter in model.named_parameters():
+        if any(module in parameter_name.split(".") for module in keep):
             parameter.data = parameter.data.float()
     model.eval().requires_grad_(False)  # as loaded (`loading.freeze`): the guards hold for nothing else
     if facts.get("fused_projections"):
@@ -506,7 +515,7 @@ def example_input(description: Any) -> Any:
     """Random inputs as `_describe` described them (a tensor: [device, shape, dtype]; a tuple of them; a literal)."""
     if isinstance(description, str):
         return ast.literal_eval(description)
-    if len(description) == 3 and isinstance(description[0], str) and isinstance(description[1], list):
+    if describes_tensor(description):
         device, shape, dtype = description
         dtype = getattr(torch, dtype.removeprefix("torch."))
         if dtype.is_floating_point:
@@ -598,6 +607,11 @@ def weight_kinds(block: torch.nn.Module) -> list[str]:
 def quantised(tensor: torch.Tensor) -> bool:
     """Whether a weight is a torchao quantised tensor (as the fp8 preset makes them)."""
     return type(tensor).__module__.startswith("torchao")
+
+
+def are_fused(transformer: torch.nn.Module) -> bool:
+    """Whether the transformer's attention projections are fused (`performance.fuse_projections`)."""
+    return any(getattr(module, "fused_projections", False) for module in transformer.modules())
 
 
 def is_quantized(transformer: torch.nn.Module) -> bool:

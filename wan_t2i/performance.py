@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from wan_t2i.aot import compile_ahead, is_quantized, quantised, repeated_blocks, uncompile_ahead
+from wan_t2i.aot import are_fused, compile_ahead, is_quantized, quantised, repeated_blocks, uncompile_ahead
 from wan_t2i.loading import WanComponents
 from wan_t2i.single_frame import flatten_vae, unflatten_vae
 from wan_t2i.text_graphs import graph_text_encoder, ungraph_text_encoder
@@ -241,6 +241,10 @@ def apply(components: WanComponents, settings: PerformanceSettings) -> None:
         ungraph_text_encoder(components.text_encoder)
     for transformer in transformers_of(components):
         if settings.fused_projections:
+            if is_quantized(transformer) and not are_fused(transformer):
+                raise ValueError(
+                    "this model's blocks are in fp8 unfused, which cannot be undone: load it again to fuse"
+                )
             fuse_projections(transformer)
         elif are_fused(transformer):
             raise ValueError(
@@ -437,11 +441,6 @@ def fuse_projections(transformer: torch.nn.Module) -> None:
         for name in fused:
             if hasattr(module, name):
                 delattr(module, name)
-
-
-def are_fused(transformer: torch.nn.Module) -> bool:
-    """Whether `fuse_projections` fused the transformer's attention projections."""
-    return any(getattr(module, "fused_projections", False) for module in transformer.modules())
 
 
 def uncompile_blocks(transformer: torch.nn.Module) -> None:
