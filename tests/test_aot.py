@@ -435,3 +435,18 @@ def test_a_block_read_ahead_warms_up_on_a_stand_in_of_its_kind(tiny_wan_dir: Pat
     assert not warm_block(spy, facts | {"attention_order": [*facts["attention_order"], 99]})
     assert not warm_block(spy, facts | {"block": "AnotherBlock"})
     assert len(calls) == 1
+
+
+def test_a_stand_in_block_has_the_loaded_blocks_dtypes(tiny_wan_dir: Path) -> None:
+    """A bf16 model keeps some of a block's parameters in fp32 as diffusers loads it (`_keep_in_fp32_modules`): the
+    stand-in made from the fingerprint alone has each parameter's dtype and shape as the loaded block has them."""
+    from wan_t2i.aot import block_fingerprint, repeated_blocks, stand_in_block
+    from wan_t2i.loading import load_components
+
+    transformer = load_components(teacher_path=tiny_wan_dir, device="cpu", dtype=torch.bfloat16).transformer
+    block = repeated_blocks(transformer)[0]
+    inputs = (torch.zeros(2, 6, 16, dtype=torch.bfloat16), torch.zeros(2, 512, 16, dtype=torch.bfloat16))
+    stand_in = stand_in_block(json.loads(json.dumps(block_fingerprint(transformer, block, inputs, {}))))
+    loaded = {name: (p.dtype, p.shape) for name, p in block.named_parameters()}
+    assert {torch.float32, torch.bfloat16} <= {dtype for dtype, _ in loaded.values()}
+    assert {name: (p.dtype, p.shape) for name, p in stand_in.named_parameters()} == loaded

@@ -489,11 +489,11 @@ def stand_in_block(facts: dict) -> torch.nn.Module | None:
         return None
     with torch.device("meta"):
         model = getattr(diffusers, name).from_config(dict(facts["config"], num_layers=1))
-    model.to(getattr(torch, facts["dtype"].removeprefix("torch.")))
+    dtype = getattr(torch, facts["dtype"].removeprefix("torch."))
     keep = getattr(model, "_keep_in_fp32_modules", None) or []  # as from_pretrained keeps them (diffusers' rule)
     for parameter_name, parameter in model.named_parameters():
-        if any(module in parameter_name.split(".") for module in keep):
-            parameter.data = parameter.data.float()
+        fp32 = any(module in parameter_name.split(".") for module in keep)
+        parameter.data = parameter.data.to(torch.float32 if fp32 else dtype)
     model.eval().requires_grad_(False)  # as loaded (`loading.freeze`): the guards hold for nothing else
     if facts.get("fused_projections"):
         performance.fuse_projections(model)
