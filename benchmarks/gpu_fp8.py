@@ -45,7 +45,7 @@ def fp8_settings(bench: Bench, model: str) -> PerformanceSettings:
     meta = bench.results["meta"]
     return replace(
         settled_settings(bench, model), fp8=True, fp8_scales=meta["fp8_scales"], compile_mode="default",
-        multi_kernel=meta.get("fp8_multi_kernel", False), fused_projections=meta.get("fp8_fused", True),
+        multi_kernel=meta.get("fp8_multi_kernel", False), fused_projections=meta["fp8_fused"],
     )  # fmt: skip
 
 

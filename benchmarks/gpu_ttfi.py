@@ -96,8 +96,9 @@ def ttfi_in_child(
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
     the first image under cProfile, its `profile` costliest functions in the report (and all of them in `dump`, a
-    pstats file), the compiled blocks read when first needed (not ahead, in a thread cProfile does not see); with
-    `model_folder`, `child_from_disk` (`unwarmed`: with from_pretrained's text-encoder warm-up off)."""
+    pstats file), the compiled blocks read when first needed (not ahead, in a thread cProfile does not see) unless
+    they come with `model_folder`, which a server's restart reads ahead; with `model_folder`, `child_from_disk`
+    (`unwarmed`: with from_pretrained's warm-ups off, the text encoder's and the blocks')."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -161,9 +162,8 @@ def child_ttfi(args: argparse.Namespace) -> None:
 def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tuple[int, int], imported: float) -> None:
     """A start as a server makes it: `WanT2IPipeline.from_pretrained` of a model folder on disk with the `fastest`
     (or `fp8`) preset and `compile_cache` (its warm-ups of the text encoder and of the blocks read ahead on, unless
-    --no-warm-up), then two images. The
-    folder is the random model saved once (by the first
-    start that finds it empty, before its clock starts); the model's and the compile cache's files are dropped from
+    --no-warm-up), then two images. The folder is the random model saved once (by the first start that finds it
+    empty, before its clock starts); the model's and the compile cache's files are dropped from
     the page cache before loading (`evict`), so the weights and blocks are read from the disk as on a new machine.
     `weights_s` is `load_components`' part of `from_pretrained_s`, `apply_s` the preset's;
     `beyond_weights_s` = from_pretrained_s - weights_s + first_image_s: what the start costs beyond loading the

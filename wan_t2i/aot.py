@@ -421,7 +421,7 @@ def describes_tensor(description: Any) -> bool:
         isinstance(description, list)
         and len(description) == 3
         and isinstance(description[0], str)
-        and (isinstance(description[1], list))
+        and isinstance(description[1], list)
     )
 
 

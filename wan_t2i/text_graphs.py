@@ -15,12 +15,13 @@ cannot), free to pick another attention kernel, while the graph keeps the mask. 
 or transformers version whose forward synchronises with the CPU), that shape stays eager, with a warning, and the image
 is unchanged.
 
-A graph reads the weights at the addresses they had when it was recorded. Weights replaced since (a layer quantised,
-the module moved) would be read from freed memory: the likely cause of an illegal memory access on an H100 in a
-benchmark that quantised the encoder after its graphs were recorded (benchmarks/records/2026-12-07-h100-fp8-restart,
-run3; not re-run since). So each call compares the module's weights (which tensors, at which addresses) with those the
-graphs were recorded on, and drops the graphs where they differ; each shape is then recorded again as at first.
-Weights changed in place (`copy_`, load_state_dict) keep their addresses, and the graphs read the new values.
+A graph reads the weights at the addresses they had when it was recorded. Weights replaced since (a layer quantised, the
+module moved) would be read from freed memory: the likely cause of an illegal memory access on an H100 in a benchmark
+that quantised the encoder after its graphs were recorded (benchmarks/records/2026-12-07-h100-fp8-restart, run3; with
+this check it ran through on an H100: 2026-12-08-h100-fp8-fused, run3). So each call compares the module's weights
+(which tensors, at which addresses) with those the graphs were recorded on, and drops the graphs where they differ; each
+shape is then recorded again as at first. Weights changed in place (`copy_`, load_state_dict) keep their addresses, and
+the graphs read the new values.
 """
 
 from __future__ import annotations
