@@ -111,7 +111,7 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
     """--devices and --compile_cache reach from_pretrained; on a ZeroGPU Space (no torch.compile there) fastest
     is all of it but the compilation, compiled ahead of time into a default folder where `spaces` has ZeroGPU's AoT
     functions; --compile_cache without them and fp8 are refused in one line."""
-    from zerogpu_double import FakeAoti, on_a_space
+    from zerogpu_double import SpacesAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.app_args import parse_args, pipeline_options
@@ -136,7 +136,7 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
         pipeline_options(parse_args(["--performance", "fp8"]))
     with pytest.raises(ValueError, match="--compile_cache on ZeroGPU needs the spaces package's ahead-of-time"):
         pipeline_options(parse_args(["--performance", "fastest", "--compile_cache", str(tmp_path)]))
-    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, FakeAoti(tmp_path / "log"))
+    monkeypatch.setitem(sys.modules, zerogpu.AOTI_MODULE, SpacesAoti(tmp_path / "log"))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(zerogpu, "PERSISTENT_STORAGE", tmp_path / "data")  # a Space without persistent storage
     options = pipeline_options(parse_args(["--performance", "fastest"]))
@@ -154,18 +154,18 @@ def test_the_apps_flags_for_devices_and_compilation(monkeypatch: pytest.MonkeyPa
 def test_on_zerogpu_the_warm_up_compiles_in_the_gpu_process_and_requests_load_it(
     tiny_wan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On ZeroGPU packages are compiled and loaded by ZeroGPU's own functions (tests/zerogpu_double.py: FakeAoti),
+    """On ZeroGPU packages are compiled and loaded by ZeroGPU's own functions (tests/zerogpu_double.py: SpacesAoti),
     and built only at the warm-up: a request before it runs eagerly and builds nothing; the warm-up job runs in the
     forked GPU worker (FakeSpaces), which builds the package on disk; the next request finds it there and loads it,
     compiling nothing, and renders what the warm-up rendered."""
-    from zerogpu_double import FakeAoti, on_a_space
+    from zerogpu_double import SpacesAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.aot import AotForward, ahead_of
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import WanT2IPipeline
 
-    aoti = FakeAoti(tmp_path / "aoti.log")
+    aoti = SpacesAoti(tmp_path / "aoti.log")
     fake = on_a_space(monkeypatch, aoti)
     cache = tmp_path / "cache"
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(cache))
@@ -192,13 +192,13 @@ def test_a_warm_up_that_fails_leaves_the_transformers_eager_and_the_app_running(
 ) -> None:
     """Where ZeroGPU's packages do not load (as AOTInductor's loader crashed on an H100 machine), the warm-up job
     fails: the app must start all the same, eagerly, rather than crash or send every request to a broken package."""
-    from zerogpu_double import FakeAoti, on_a_space
+    from zerogpu_double import SpacesAoti, on_a_space
 
     from wan_t2i.aot import ahead_of
     from wan_t2i.handlers import Handler
     from wan_t2i.pipeline import WanT2IPipeline
 
-    aoti = FakeAoti(tmp_path / "aoti.log", broken=True)
+    aoti = SpacesAoti(tmp_path / "aoti.log", broken=True)
     on_a_space(monkeypatch, aoti)
     pipe = WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu", compile_cache=str(tmp_path / "c"))
     assert ahead_of(pipe.components.transformer) is not None
@@ -216,12 +216,12 @@ def test_on_zerogpu_the_app_warms_up_at_start_up(tmp_path: Path, monkeypatch: py
     pipeline gets the ahead-of-time packages and the warm-up job runs through the GPU before the app is returned,
     so that packages exist before the first visitor. Here the double's packages do not load (`broken`), which also
     shows the start surviving that."""
-    from zerogpu_double import FakeAoti, on_a_space
+    from zerogpu_double import SpacesAoti, on_a_space
 
     from wan_t2i import zerogpu
     from wan_t2i.app import build
 
-    aoti = FakeAoti(tmp_path / "aoti.log", broken=True)
+    aoti = SpacesAoti(tmp_path / "aoti.log", broken=True)
     fake = on_a_space(monkeypatch, aoti)
     monkeypatch.setattr(zerogpu, "PERSISTENT_STORAGE", tmp_path / "data")
     (tmp_path / "data").mkdir()

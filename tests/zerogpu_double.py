@@ -5,11 +5,13 @@ forked from the server: the arguments go to it pickled, what a generator functio
 once the caller closes its generator the worker closes the task's generator after its next yield (`stop_event`).
 This double does the same with a process forked per call, so that a test fails where the real one would: an
 argument or a result that does not pickle, a stop that needs shared memory, a job that does not stop at a yield.
-The real service (its GPU scheduling and quotas) cannot run here.
+The real service (its GPU scheduling and quotas) cannot run here. ZeroGPU's ahead-of-time compilation can, and is
+spaces' own (`SpacesAoti`).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import multiprocessing
 import pickle
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
+from wan_t2i.zerogpu import AOTI_MODULE
 
 FORK = multiprocessing.get_context("fork")
 
@@ -88,56 +90,52 @@ def _worker(task: Callable, payload: bytes, results: Any, stop: Any) -> None:
     results.put(pickle.dumps(("end", None)))
 
 
-class FakeAoti(types.ModuleType):
-    """ZeroGPU's ahead-of-time compilation module (`spaces.zero.torch.aoti`, spaces 0.51.3) as `wan_t2i.aot` uses it:
-    `aoti_compile_and_save` and `LazyAOTIModel`. The real module cannot be imported with a CPU-only torch (its
-    import reads `torch.version.cuda` and `torch._C._cuda_init`), so the tests put this double in its place in
-    `sys.modules`. It does what the real one does, with PyTorch's public equivalents: the program compiled with
-    AOTInductor under the given options and ZeroGPU's (weights out of the package, no constant folding), written to
-    `<dir>/root/package.pt2` (or `<dir>/submodules/<name>/`); the package loaded at its model's first call and the
-    given tensors bound to it without a copy. Each compile and load is written as a line to `log`, which a forked
-    worker's calls reach too. `broken`: a platform where its packages do not load (as AOTInductor's loader crashed
-    on an H100 machine, benchmarks/records/2026-12-07-h100-ttfi-disk): the compile writes a package of no use, the
-    load raises. The real module ran on that H100 in `python -m benchmarks.aoti_cuda --options zerogpu`.
-    """
+def spaces_aoti() -> types.ModuleType:
+    """spaces' own ahead-of-time module, `spaces.zero.torch.aoti` (the test extra pins spaces 0.51.3), imported
+    without its package's `__init__`: that patches CUDA at import and so fails with a CPU-only torch (it reads
+    `torch.version.cuda` and `torch._C._cuda_init`), while the module itself (AOTInductor's compile and loader under
+    ZeroGPU's options, the ELF flag it clears, the cleanup it registers) runs on the CPU as it is. Imported anew on
+    each call, under its own name, and taken out of `sys.modules` again, so that nothing else sees the package
+    half-imported."""
+    import spaces.zero
 
-    OVERRIDES = {  # spaces 0.51.3's INDUCTOR_CONFIGS_OVERRIDES, less those aoti_compile_and_package sets itself
-        "aot_inductor.package_constants_in_so": False,
-        "always_keep_tensor_constants": True,
-        "joint_graph_constant_folding": False,
-    }
+    package = types.ModuleType("spaces.zero.torch")
+    package.__path__ = [str(Path(spaces.zero.__file__).parent / "torch")]
+    saved = {name: sys.modules.pop(name, None) for name in ("spaces.zero.torch", AOTI_MODULE)}
+    sys.modules["spaces.zero.torch"] = package
+    try:
+        return importlib.import_module(AOTI_MODULE)
+    finally:
+        for name, module in saved.items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+
+
+class SpacesAoti(types.ModuleType):
+    """ZeroGPU's ahead-of-time module as `wan_t2i.aot` meets it on a Space: spaces' own `aoti_compile_and_save` and
+    `LazyAOTIModel` (`spaces_aoti`), each compile and each package load written as a line to `log`, which a forked
+    worker's calls reach too. `broken`: a platform whose packages do not load (as AOTInductor's loader crashed on an
+    H100 machine, benchmarks/records/2026-12-07-h100-ttfi-disk): its compile writes a package of no use (in a moment,
+    not minutes), which spaces' loader then fails to load. The real module ran on that H100 in
+    `python -m benchmarks.aoti_cuda --options zerogpu`."""
 
     def __init__(self, log: Path, *, broken: bool = False) -> None:
-        super().__init__("spaces.zero.torch.aoti")
-        self.log, self.broken = log, broken
+        super().__init__(AOTI_MODULE)
+        self.log, self.broken, self.spaces = log, broken, spaces_aoti()
         double = self
 
-        class LazyAOTIModel:
-            def __init__(self, archive_file: Any) -> None:
-                self.archive_file, self.compiled, self.weights = archive_file, None, None
-
+        class LazyAOTIModel(self.spaces.LazyAOTIModel):  # spaces' own, its first load logged
             def __call__(self, weights: dict, check_full_update: bool, *args: Any, **kwargs: Any) -> Any:
-                if self.compiled is None:
-                    if double.broken:
-                        double.note(f"failed to load {self.archive_file}")
-                        raise RuntimeError("the package's loader failed")
-                    self.compiled = torch._inductor.aoti_load_package(str(self.archive_file))
+                first = self.compiled_model.get() is None
+                try:
+                    result = super().__call__(weights, check_full_update, *args, **kwargs)
+                except Exception:
+                    double.note(f"failed to load {self.archive_file}")
+                    raise
+                if first:
                     double.note(f"loaded {self.archive_file}")
-                if self.weights is not weights:
-                    fqns = set(self.compiled.get_constant_fqns())
-                    constants = {name: tensor for name, tensor in weights.items() if name in fqns}
-                    self.compiled.load_constants(constants, check_full_update=check_full_update, user_managed=True)
-                    self.weights = weights
-                return self.compiled(*args, **kwargs)
-
-            def with_weights(self, weights: dict) -> Callable:
-                first = [True]
-
-                def call(*args: Any, **kwargs: Any) -> Any:
-                    check, first[0] = first[0], False
-                    return self(weights, check, *args, **kwargs)
-
-                return call
+                return result
 
         self.LazyAOTIModel = LazyAOTIModel
 
@@ -149,15 +147,11 @@ class FakeAoti(types.ModuleType):
         submodule: str | None = None,
     ) -> None:
         folder = Path(package_dir) / (f"submodules/{submodule}" if submodule else "root")
-        folder.mkdir(parents=True, exist_ok=True)
         if self.broken:
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / "package.pt2").write_bytes(b"a package this platform cannot load")
-            self.note(f"compiled {folder / 'package.pt2'}")
-            return
-        configs = {**(inductor_configs or {}), **self.OVERRIDES}
-        torch._inductor.aoti_compile_and_package(
-            exported_program, package_path=str(folder / "package.pt2"), inductor_configs=configs
-        )
+        else:
+            self.spaces.aoti_compile_and_save(package_dir, exported_program, inductor_configs, submodule)
         self.note(f"compiled {folder / 'package.pt2'}")
 
     def note(self, line: str) -> None:
@@ -168,7 +162,7 @@ class FakeAoti(types.ModuleType):
         return self.log.read_text().splitlines() if self.log.exists() else []
 
 
-def on_a_space(monkeypatch: Any, aoti: FakeAoti | None) -> FakeSpaces:
+def on_a_space(monkeypatch: Any, aoti: SpacesAoti | None) -> FakeSpaces:
     """Make this process a ZeroGPU Space's for the test (`monkeypatch`): SPACE_ID set, a FakeSpaces as `spaces`, and
     `aoti` as spaces' AoT module (None: a `spaces` without it). Returns the FakeSpaces."""
     from wan_t2i import zerogpu
