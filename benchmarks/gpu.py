@@ -91,6 +91,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--ttfi-unwarmed", action="store_true", help="with --ttfi-disk: one more restart per case, "
                         "from_pretrained's warm-ups (of the text encoder, and of the blocks read ahead) off (key "
                         "ttfi_disk_unwarmed): the A/B of those warm-ups")  # fmt: skip
+    parser.add_argument("--ttfi-switch-interval", type=float, default=None, metavar="S", help="with --ttfi-disk: one "
+                        "more restart per case, warm-ups on, with Python's thread switch interval S seconds while "
+                        "from_pretrained loads, in place of its LOADING_SWITCH_INTERVAL_S (key ttfi_disk_switched); "
+                        "0.005, Python's default, is the A/B of that setting (benchmarks/load_beside.py)")  # fmt: skip
     parser.add_argument(
         "--ttfi-presets",
         default="fastest",
@@ -126,6 +130,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--no-preload", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile-dump", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--switch-interval", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--fp8", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-folder", default=None, help=argparse.SUPPRESS)
     return parser, parser.parse_args(argv)
@@ -207,6 +212,7 @@ def start_bench(
         "ttfi_presets": presets,
         "ttfi_disk": args.ttfi_disk,
         "ttfi_unwarmed": args.ttfi_unwarmed,
+        "ttfi_switch_interval": args.ttfi_switch_interval,
     }
     return Bench(scale, sections, wanted, record, budget_s, meta, skip)
 

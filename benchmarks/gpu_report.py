@@ -325,6 +325,8 @@ def other_row(items: dict, key: str, value: dict) -> str | None:
             "first": "first start, empty cache folder",
             "second": "second start, new process",
             "unwarmed": "another second start, without from_pretrained's warm-ups (text encoder, blocks)",
+            "switched": f"another second start, Python's thread switch interval {value.get('switch_interval_s')} s "
+            "while from_pretrained runs",
             "profiled": "another second start, the blocks read ahead, its first image under cProfile (slower)",
         }[key.removeprefix("ttfi_disk_").partition("/")[0]]
         phases = phases_text(value)

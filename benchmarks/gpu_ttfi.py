@@ -70,14 +70,19 @@ def bench_ttfi(bench: Bench) -> None:
                 starts = (
                     ("first", "second")
                     + ("unwarmed",) * bool(meta.get("ttfi_unwarmed"))
+                    + ("switched",) * bool(meta.get("ttfi_switch_interval"))
                     + ("profiled",) * bool(profile)
                 )
+                switch_interval = meta.get("ttfi_switch_interval")
                 for start in starts:
                     bench.item(
                         "ttfi", f"ttfi_disk_{start}/{case}",
                         lambda m=model, s=size, f=fp8, c=cache, d=folder, p=profile * (start == "profiled"), w=dump,
-                        u=start == "unwarmed":
-                        ttfi_in_child(bench, m, s, c, p, fp8=f, model_folder=d, dump=w if p else None, unwarmed=u),
+                        u=start == "unwarmed", i=switch_interval if start == "switched" else None:
+                        ttfi_in_child(
+                            bench, m, s, c, p, fp8=f, model_folder=d, dump=w if p else None, unwarmed=u,
+                            switch_interval=i,
+                        ),
                     )  # fmt: skip
 
 
@@ -92,13 +97,15 @@ def ttfi_in_child(
     model_folder: str | None = None,
     dump: Path | None = None,
     unwarmed: bool = False,
+    switch_interval: float | None = None,
 ) -> dict:
     """Run `child_ttfi` in a fresh interpreter with an empty compiler cache, as on a fresh machine; with
     `compile_cache`, ahead-of-time compiled through that folder (which a later call finds filled); with `profile`,
     the first image under cProfile, its `profile` costliest functions in the report (and all of them in `dump`, a
     pstats file), the compiled blocks read when first needed (not ahead, in a thread cProfile does not see) unless
     they come with `model_folder`, which a server's restart reads ahead; with `model_folder`, `child_from_disk`
-    (`unwarmed`: with from_pretrained's warm-ups off, the text encoder's and the blocks')."""
+    (`unwarmed`: with from_pretrained's warm-ups off, the text encoder's and the blocks'; `switch_interval`: Python's
+    thread switch interval while from_pretrained runs)."""
     settings = settled_settings(bench, model)
     attention = settings.attention or "none"
     env = empty_compiler_caches("ttfi-inductor-")  # as on a fresh machine
@@ -115,6 +122,7 @@ def ttfi_in_child(
     command += ["--fp8"] if fp8 else []
     command += ["--model-folder", model_folder] if model_folder else []
     command += ["--no-warm-up"] if unwarmed else []
+    command += ["--switch-interval", repr(switch_interval)] if switch_interval else []
     left = bench.budget_s - bench.elapsed()
     start = time.time()
     done = subprocess.run(
@@ -186,6 +194,11 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
         timing(wan_t2i.aot, "warm_block", "block_warm_up_s", spent, sync_after=False),
         # the text encoder's warm-up, in a thread of its own beside the transformers' loading
         timing(wan_t2i.pipeline, "warm_text_encoder", "warm_up_s", spent, sync_after=False),
+        # the thread switch interval the loading ran under: from_pretrained's, or --switch-interval's in its place
+        noting_switch_interval(spent),
+        unittest.mock.patch.object(wan_t2i.pipeline, "LOADING_SWITCH_INTERVAL_S", args.switch_interval)
+        if args.switch_interval
+        else contextlib.nullcontext(),
         # with --no-preload nothing is read ahead: the reading shows in the first image's profile
         unittest.mock.patch.object(wan_t2i.aot, "preload", no_preload) if args.no_preload else contextlib.nullcontext(),
     ):
@@ -196,6 +209,7 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
             )
         )  # fmt: skip
         report = {"import_s": imported, "saved_s": saved, "evicted_bytes": evicted, "from_pretrained_s": loading}
+        report["switch_interval_s"] = spent.pop("switch_interval_s")
         report |= two_images(pipe, args, scale, size)
     report |= spent
     report["beyond_weights_s"] = loading - spent["weights_s"] + report["first_image_s"]
@@ -203,6 +217,20 @@ def child_from_disk(args: argparse.Namespace, scale: Any, model: str, size: tupl
     # would show here, in inductor/ and inductor/triton/)
     report["cache_files_added"] = sorted(str(p) for p in cache_files(Path(args.compile_cache)) - files)[:50]
     print("TTFI " + json.dumps(report | {"total_s": time.time() - args.t0}), flush=True)
+
+
+@contextlib.contextmanager
+def noting_switch_interval(spent: dict) -> Iterator[None]:
+    """`spent["switch_interval_s"]`: Python's thread switch interval as `load_components` starts (from_pretrained's
+    while it loads)."""
+    load = wan_t2i.pipeline.load_components
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        spent["switch_interval_s"] = sys.getswitchinterval()
+        return load(*args, **kwargs)
+
+    with unittest.mock.patch.object(wan_t2i.pipeline, "load_components", noted):
+        yield
 
 
 def two_images(pipe: WanT2IPipeline, args: argparse.Namespace, scale: Any, size: tuple[int, int]) -> dict:

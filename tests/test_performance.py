@@ -30,7 +30,7 @@ from wan_t2i import performance
 from wan_t2i.constants import TEXT_LEN
 from wan_t2i.loading import load_components
 from wan_t2i.performance import PerformanceSettings, apply
-from wan_t2i.pipeline import WanT2IPipeline
+from wan_t2i.pipeline import LOADING_SWITCH_INTERVAL_S, WanT2IPipeline
 from wan_t2i.single_frame import is_flat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -590,11 +590,12 @@ def test_gpu_profile_splits_a_forward_by_kind_of_kernel(tmp_path):
 @pytest.mark.slow
 def test_smoke_restarts_from_disk_say_what_they_read_and_added(tmp_path):
     """The ttfi section's starts from disk (--ttfi-disk) on tiny models on the CPU (about 90 s): the first start fills
-    the compile cache, the second adds nothing to it and builds nothing, and the profiled one (nothing read ahead)
+    the compile cache, the second adds nothing to it and builds nothing (nor do the restarts without the warm-ups and
+    at Python's own thread switch interval), and the profiled one (nothing read ahead)
     leaves its whole profile in the record as a pstats file, with the costliest functions by both orders."""
     record = tmp_path / "record"
     command = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "ttfi", "--ttfi-disk",
-               "--ttfi-unwarmed", "--ttfi-profile", "5", "--skip",
+               "--ttfi-unwarmed", "--ttfi-switch-interval", "0.005", "--ttfi-profile", "5", "--skip",
                "ttfi,ttfi_aot_first,ttfi_aot_second,ttfi_aot_profiled", "--record", str(record)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -606,6 +607,10 @@ def test_smoke_restarts_from_disk_say_what_they_read_and_added(tmp_path):
     assert second["weights_s"] > 0 and second["beyond_weights_s"] >= second["first_image_s"]
     unwarmed = items["ttfi_disk_unwarmed/1.3b@64x64"]  # the warm-up's A/B start (no warm-up on the CPU either way)
     assert (unwarmed["packages_built"], unwarmed["packages_loaded"]) == (0, 1) and "warm_up_s" not in unwarmed
+    switched = items["ttfi_disk_switched/1.3b@64x64"]  # loaded at Python's switch interval, warm-ups on: the A/B
+    assert (switched["packages_built"], switched["packages_loaded"]) == (0, 1)
+    assert switched["switch_interval_s"] == pytest.approx(0.005)
+    assert second["switch_interval_s"] == pytest.approx(LOADING_SWITCH_INTERVAL_S)  # from_pretrained's own
     assert len(profiled["profile"]) == len(profiled["profile_tottime"]) == 7
     stats = pstats.Stats(str(record / "profile-disk-1.3b-64x64.pstats"))
     assert any(name == "generate" for _, _, name in stats.stats)  # the first image, whole

@@ -302,6 +302,32 @@ def test_a_failed_warm_up_is_logged_and_loading_goes_on(tiny_wan_dir, caplog):
         assert caplog.text == ""
 
 
+def test_from_pretrained_loads_under_a_shorter_switch_interval_and_puts_it_back(tiny_wan_dir, monkeypatch):
+    """The loading (and what reads ahead beside it) runs with Python's thread switch interval at
+    LOADING_SWITCH_INTERVAL_S, so that it waits less for the interpreter's lock beside the warm-up threads
+    (benchmarks/load_beside.py); the process gets its own back after, also when the loading fails."""
+    import sys
+
+    from wan_t2i import pipeline
+    from wan_t2i.loading import ModelLoadError
+
+    seen = []
+
+    def load_components(*args, **kwargs):
+        seen.append(sys.getswitchinterval())
+        return loaded(*args, **kwargs)
+
+    loaded = pipeline.load_components
+    monkeypatch.setattr(pipeline, "load_components", load_components)
+    before = sys.getswitchinterval()
+    assert before != pytest.approx(pipeline.LOADING_SWITCH_INTERVAL_S)
+    WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir, device="cpu")
+    assert seen == [pytest.approx(pipeline.LOADING_SWITCH_INTERVAL_S)] and sys.getswitchinterval() == before
+    with pytest.raises(ModelLoadError):
+        WanT2IPipeline.from_pretrained(teacher_path=tiny_wan_dir / "missing", device="cpu")
+    assert sys.getswitchinterval() == before
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the warm-up runs on a GPU only")
 def test_a_warmed_up_start_renders_what_a_cold_one_does(tiny_wan_dir):
     images = []

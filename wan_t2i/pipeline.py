@@ -7,6 +7,7 @@ import html
 import logging
 import re
 import secrets
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -172,6 +173,27 @@ def text_encoder_warm_up(
             thread.join()
 
 
+# Python's thread switch interval while `from_pretrained` loads (its own, 5 ms, elsewhere). Beside the loading run
+# threads that need the interpreter's lock too (the blocks read ahead and warmed up, the text encoder's warm-up); a
+# thread that gives the lock up for a read or a copy waits, to take it back, until the other yields it, which a busy
+# thread does once a switch interval. On this project's 2-core CPU, a 1.3B-shaped transformer loaded beside the
+# demo model's block being read ahead was ready with the block in 3.49 s at 0.5 ms against 4.06 s at 5 ms (each
+# alone: 2.72 and 2.63 s; medians of 5, `python -m benchmarks.load_beside`). On a GPU: `python -m benchmarks.gpu
+# --sections ttfi --ttfi-disk --ttfi-switch-interval 0.005` restarts once more at Python's default for the A/B.
+LOADING_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextlib.contextmanager
+def switch_interval(seconds: float) -> Iterator[None]:
+    """Python's thread switch interval `seconds` while inside; what it was, after."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 class WanT2IPipeline:
     """A loaded Wan text-to-image model that renders one sampler, or several from the same noise and text."""
 
@@ -219,7 +241,8 @@ class WanT2IPipeline:
         `warm_up`: on a GPU, encode a few prompts in a thread of its own while the transformers load
         (`warm_text_encoder`), and run each compiled block read ahead from `compile_cache` once on a stand-in
         (`aot.warm_block`), so that the first request does not pay for loading their kernels; False leaves that to
-        the first request.
+        the first request. While it loads, Python's thread switch interval is LOADING_SWITCH_INTERVAL_S, so that
+        the loading waits less for the interpreter's lock beside those threads.
         """
         device = kwargs.pop("device", None)
         if devices is not None:
@@ -236,13 +259,15 @@ class WanT2IPipeline:
             settings = preset(performance, device, gpu_memory_gb)
         if compile_cache is not None:
             settings = replace(settings, compile=False, compile_cache=str(compile_cache))
-        if settings.compile_cache is not None and aot.default_kind(device) == "blocks":
-            apply_switches(settings)  # as the blocks will run: the warm-up's runs need them
-            aot.preload(settings.compile_cache, device, warm=warm_up)  # read (and warmed) while the weights load
-        with text_encoder_warm_up(device, enabled=warm_up and not settings.low_memory) as on_encoders:
-            components = load_components(
-                model_path, teacher_path, device=device, offload=settings.low_memory, on_encoders=on_encoders, **kwargs
-            )
+        with switch_interval(LOADING_SWITCH_INTERVAL_S):
+            if settings.compile_cache is not None and aot.default_kind(device) == "blocks":
+                apply_switches(settings)  # as the blocks will run: the warm-up's runs need them
+                aot.preload(settings.compile_cache, device, warm=warm_up)  # read (and warmed) while the weights load
+            with text_encoder_warm_up(device, enabled=warm_up and not settings.low_memory) as on_encoders:
+                components = load_components(
+                    model_path, teacher_path, device=device, offload=settings.low_memory, on_encoders=on_encoders,
+                    **kwargs,
+                )  # fmt: skip
         replicas = [replicate(components, d, settings) for d in (devices or [])[1:]]  # copied before `apply`
         apply(components, settings)
         return cls(components, replicas=replicas)
