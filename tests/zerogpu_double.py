@@ -131,7 +131,8 @@ class SpacesAoti(types.ModuleType):
                 try:
                     result = super().__call__(weights, check_full_update, *args, **kwargs)
                 except Exception:
-                    double.note(f"failed to load {self.archive_file}")
+                    if first:
+                        double.note(f"failed to load {self.archive_file}")
                     raise
                 if first:
                     double.note(f"loaded {self.archive_file}")
