@@ -328,6 +328,23 @@ def test_from_pretrained_loads_under_a_shorter_switch_interval_and_puts_it_back(
     assert sys.getswitchinterval() == before
 
 
+def test_overlapping_switch_intervals_leave_the_process_its_own():
+    """Two loadings at once (their blocks open and close out of order) put back the interval from before the first,
+    not the one the other had set."""
+    import sys
+
+    from wan_t2i.pipeline import switch_interval
+
+    own = sys.getswitchinterval()
+    first, second = switch_interval(0.0005), switch_interval(0.0002)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.0002)  # the other still loading
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == own
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the warm-up runs on a GPU only")
 def test_a_warmed_up_start_renders_what_a_cold_one_does(tiny_wan_dir):
     images = []

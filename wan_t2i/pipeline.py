@@ -183,15 +183,26 @@ def text_encoder_warm_up(
 LOADING_SWITCH_INTERVAL_S = 0.0005
 
 
+_SWITCHED = {"inside": 0, "before": 0.0}  # how many `switch_interval` blocks are open, and the interval before them
+_SWITCHED_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def switch_interval(seconds: float) -> Iterator[None]:
-    """Python's thread switch interval `seconds` while inside; what it was, after."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
+    """Python's thread switch interval `seconds` while inside; what it was, after the last block open in any thread
+    has left (two loadings at once leave the process's own interval behind, not each other's)."""
+    with _SWITCHED_LOCK:
+        if _SWITCHED["inside"] == 0:
+            _SWITCHED["before"] = sys.getswitchinterval()
+        _SWITCHED["inside"] += 1
+        sys.setswitchinterval(seconds)
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _SWITCHED_LOCK:
+            _SWITCHED["inside"] -= 1
+            if _SWITCHED["inside"] == 0:
+                sys.setswitchinterval(_SWITCHED["before"])
 
 
 class WanT2IPipeline:
