@@ -9,7 +9,7 @@ warm-up the weights loaded 1.47 s slower. Both threads need the GIL for their Py
 for a copy or a read waits, to take it back, until the other thread yields it, which a busy thread does only every
 switch interval (`sys.setswitchinterval`, 5 ms by default): the convoy effect. This measures it with what runs here:
 
-- the weights: a transformer of the 1.3B's shapes (random bf16, 2.8 GB, saved once into --folder) loaded by
+- the weights: the GPU benchmark's random 1.3B transformer (2.8 GB, saved once into --folder) loaded by
   diffusers' `from_pretrained` (`load_s`, Python-heavy: the model built on meta, its tensors assigned from the mmapped
   file) and then copied tensor by tensor (`copy_s`, GIL-free copies, as the GPU's `.to("cuda")` is);
 - the reading: `preload` of the embedded demo model's compiled block (Dynamo's ahead-of-time path, CPU kernels),
@@ -25,6 +25,7 @@ the weights and the block are ready; the sum of the two alone is what running th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -35,21 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_1_3B = {  # Wan2.1-T2V-1.3B's transformer (its config.json)
-    "patch_size": [1, 2, 2],
-    "num_attention_heads": 12,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 8960,
-    "num_layers": 30,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "rope_max_seq_len": 1024,
-}
 START = """
 import json, sys, time
 options = json.loads(sys.argv[1])
@@ -114,19 +100,12 @@ def start(options: dict) -> dict:
 
 
 def save_random_transformer(folder: Path) -> None:
-    """A transformer of the 1.3B's shapes with random bf16 weights, saved in diffusers' layout."""
-    import torch
-    from diffusers import WanTransformer3DModel
+    """The GPU benchmark's random 1.3B transformer (`benchmarks.gpu_models`: bf16, its fp32 modules kept fp32, as
+    `from_pretrained` loads them), built on the CPU and saved in diffusers' layout."""
+    from benchmarks.gpu_models import FULL, WAN_13B, build_transformer
 
     began = time.perf_counter()
-    with torch.device("meta"):
-        model = WanTransformer3DModel(**CONFIG_1_3B)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(std=0.02)
-            parameter.data = parameter.data.to(torch.bfloat16)
-    model.save_pretrained(folder)
+    build_transformer(WAN_13B, dataclasses.replace(FULL, device="cpu")).save_pretrained(folder)
     print(f"saved a random 1.3B-shaped transformer to {folder} in {time.perf_counter() - began:.1f} s")
 
 
