@@ -178,7 +178,8 @@ def text_encoder_warm_up(
 # thread that gives the lock up for a read or a copy waits, to take it back, until the other yields it, which a busy
 # thread does once a switch interval. On this project's 2-core CPU, a 1.3B-shaped transformer loaded beside the
 # demo model's block being read ahead was ready with the block in 3.49 s at 0.5 ms against 4.06 s at 5 ms (each
-# alone: 2.72 and 2.63 s; medians of 5, `python -m benchmarks.load_beside`). On a GPU: `python -m benchmarks.gpu
+# alone: 2.72 and 2.63 s; medians of 5, `python -m benchmarks.load_beside`; a second run 5.02 against 6.01 s,
+# docs/performance.md#the-blocks-warm-up). On a GPU: `python -m benchmarks.gpu
 # --sections ttfi --ttfi-disk --ttfi-switch-interval 0.005` restarts once more at Python's default for the A/B.
 LOADING_SWITCH_INTERVAL_S = 0.0005
 
